@@ -1,0 +1,79 @@
+"""Field-level differences between a desired and an observed essence. Pure.
+
+Only what the spec manages is compared: the observed essence is first projected onto the
+desired one's shape, so a field libvirt fills in (and the spec leaves out) never differs.
+Collections of devices (`disks`, `cdroms`) are keyed by target and compared as a whole set:
+a device that is present on the host but not in the spec is a difference.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from deepdiff import DeepDiff
+
+from .model import Change
+
+COLLECTIONS = ("disks", "cdroms")
+# Lists whose order is their meaning: a change anywhere is a change of the whole field.
+ATOMIC = ("boot",)
+
+
+def project(desired: dict[str, Any], observed: dict[str, Any]) -> dict[str, Any]:
+    """`observed` cut down to the keys `desired` manages."""
+    out: dict[str, Any] = {}
+    for key, want in desired.items():
+        have = observed.get(key)
+        if key in COLLECTIONS and isinstance(have, dict) and isinstance(want, dict):
+            out[key] = {
+                target: _record(want[target], dev) if target in want else dev
+                for target, dev in have.items()
+            }
+        elif isinstance(want, dict) and want and isinstance(have, dict) and have:
+            out[key] = _record(want, have)
+        else:
+            out[key] = have
+    return out
+
+
+def _record(want: dict[str, Any], have: Any) -> Any:
+    if not isinstance(have, dict):
+        return have
+    return {field: have.get(field) for field in want}
+
+
+def changes(desired: dict[str, Any], observed: dict[str, Any]) -> tuple[Change, ...]:
+    """The changes that turn `observed` into `desired`, sorted by path."""
+    before = project(desired, observed)
+    diff = DeepDiff(before, desired, view="tree", verbose_level=2)
+    found: dict[str, Change] = {}
+    for levels in diff.values():
+        for level in levels:
+            path = level.path(output_format="list")
+            top = path[0]
+            if top in ATOMIC or (len(path) > 2 and top not in COLLECTIONS):
+                path = path[:1]
+            elif top in COLLECTIONS and len(path) > 3:
+                path = path[:3]
+            name = _dotted(path)
+            if name not in found:
+                found[name] = Change(name, _get(before, path), _get(desired, path))
+    return tuple(sorted(found.values(), key=lambda c: c.path))
+
+
+def _dotted(path: list[Any]) -> str:
+    out = str(path[0])
+    for part in path[1:]:
+        out += f"[{part}]" if len(path) > 1 and path[0] in COLLECTIONS and part == path[1] else f".{part}"
+    return out
+
+
+def _get(data: Any, path: list[Any]) -> Any:
+    for part in path:
+        if isinstance(data, dict) and part in data:
+            data = data[part]
+        elif isinstance(data, list) and isinstance(part, int) and part < len(data):
+            data = data[part]
+        else:
+            return None
+    return data

@@ -1,0 +1,76 @@
+"""Error kinds of reconcile.
+
+Two channels reach the user: a `ReconcileError` is expected (bad input, a libvirt refusal,
+an unreachable host) and is printed as one clear message with exit 1; anything else is an
+internal error and shows its traceback. libvirt's own exceptions never leave the adapter:
+they are wrapped into the `HostError` kinds below, with the original chained as the cause.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class ReconcileError(Exception):
+    """An error we expect and can explain; the CLI prints it without a traceback."""
+
+
+@dataclass(frozen=True, order=True)
+class Diagnostic:
+    """One located problem in the specs: `file:line:col: resource 'x': field: message`."""
+
+    file: str
+    line: int
+    column: int
+    field: str
+    message: str
+    resource: str = ""
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}:{self.column}" if self.line else self.file
+        parts = [where]
+        if self.resource:
+            parts.append(f"resource '{self.resource}'")
+        if self.field:
+            parts.append(self.field)
+        parts.append(self.message)
+        return ": ".join(parts)
+
+
+class SpecError(ReconcileError):
+    """The specs are invalid; carries every diagnostic found, not only the first."""
+
+    def __init__(self, diagnostics: list[Diagnostic]):
+        self.diagnostics = sorted(diagnostics)
+        count = len(self.diagnostics)
+        super().__init__(f"{count} problem{'s' if count != 1 else ''} in the specs")
+
+
+class HostError(ReconcileError):
+    """A libvirt call failed. `subject` names the resource and the action for the user."""
+
+    kind = "host error"
+
+    def __init__(self, message: str, subject: str = ""):
+        self.subject = subject
+        super().__init__(f"{subject}: {message}" if subject else message)
+
+
+class NotFound(HostError):
+    kind = "not found"
+
+
+class Conflict(HostError):
+    kind = "conflict"
+
+
+class HostUnavailable(HostError):
+    kind = "host unavailable"
+
+
+class PermissionDenied(HostError):
+    kind = "permission denied"
+
+
+class InvalidRequest(HostError):
+    kind = "refused by libvirt"

@@ -1,0 +1,354 @@
+"""The libvirt adapter: the only module that imports libvirt.
+
+It reads the host into `Observed` with as few calls as it can (a handful of listings, one
+XML read per domain and per volume of interest) and offers one method per primitive the
+executor needs. Each primitive re-checks its precondition and returns False when there was
+nothing to do, so a re-run after a crash converges instead of failing. Every libvirtError is
+translated here into one of reconcile's `HostError` kinds, with the original as the cause.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Iterable, Iterator
+
+import libvirt
+
+from . import domxml
+from .errors import Conflict, HostError, HostUnavailable, InvalidRequest, NotFound, PermissionDenied
+from .model import Observed, ObservedDomain, ObservedPool, ObservedVolume
+
+# libvirt prints every error to stderr by default; we report them ourselves.
+libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+
+_NOT_FOUND = {libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_ERR_NO_STORAGE_POOL, libvirt.VIR_ERR_NO_STORAGE_VOL,
+              libvirt.VIR_ERR_NO_NETWORK}
+_CONFLICT = {libvirt.VIR_ERR_OPERATION_INVALID, libvirt.VIR_ERR_DOM_EXIST, libvirt.VIR_ERR_STORAGE_VOL_EXIST,
+             libvirt.VIR_ERR_STORAGE_POOL_BUILT, libvirt.VIR_ERR_OPERATION_FAILED}
+_UNAVAILABLE = {libvirt.VIR_ERR_NO_CONNECT, libvirt.VIR_ERR_RPC, libvirt.VIR_ERR_SYSTEM_ERROR,
+                libvirt.VIR_ERR_INVALID_CONN, libvirt.VIR_ERR_NO_SUPPORT}
+_PERMISSION = {libvirt.VIR_ERR_AUTH_FAILED, libvirt.VIR_ERR_OPERATION_DENIED, libvirt.VIR_ERR_AUTH_CANCELLED,
+               libvirt.VIR_ERR_ACCESS_DENIED}
+_INVALID = {libvirt.VIR_ERR_XML_ERROR, libvirt.VIR_ERR_CONFIG_UNSUPPORTED, libvirt.VIR_ERR_INVALID_ARG,
+            libvirt.VIR_ERR_XML_DETAIL, libvirt.VIR_ERR_OPERATION_UNSUPPORTED, libvirt.VIR_ERR_INTERNAL_ERROR}
+
+_UNDEFINE_FLAGS = (libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+                   | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM | getattr(libvirt, "VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA", 0))
+
+
+def translate(exc: libvirt.libvirtError, subject: str = "") -> HostError:
+    """A libvirtError as one of our kinds, keeping libvirt's own words in the message."""
+    code = exc.get_error_code()
+    message = exc.get_error_message() or str(exc)
+    if code in _NOT_FOUND:
+        cls: type[HostError] = NotFound
+    elif code in _PERMISSION:
+        cls = PermissionDenied
+    elif code in _UNAVAILABLE:
+        cls = HostUnavailable
+    elif code in _CONFLICT:
+        cls = Conflict
+    elif code in _INVALID:
+        cls = InvalidRequest
+    else:
+        cls = HostError
+    err = cls(message, subject)
+    err.__cause__ = exc
+    return err
+
+
+@contextlib.contextmanager
+def wrapped(subject: str) -> Iterator[None]:
+    try:
+        yield
+    except libvirt.libvirtError as exc:
+        raise translate(exc, subject) from exc
+
+
+class LibvirtHost:
+    """One connection to one libvirt URI. Safe to share between executor threads."""
+
+    def __init__(self, uri: str):
+        self.uri = uri
+        self._conn: libvirt.virConnect | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def conn(self) -> libvirt.virConnect:
+        with self._lock:
+            if self._conn is None:
+                try:
+                    self._conn = libvirt.open(self.uri)
+                except libvirt.libvirtError as exc:
+                    err = translate(exc, f"connect to {self.uri}")
+                    if not isinstance(err, PermissionDenied):
+                        err = HostUnavailable(
+                            f"{exc.get_error_message()} (is libvirtd running? `scripts/bootstrap` starts it)",
+                            f"connect to {self.uri}")
+                        err.__cause__ = exc
+                    raise err from exc
+            return self._conn
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                with contextlib.suppress(libvirt.libvirtError):
+                    self._conn.close()
+                self._conn = None
+
+    # -- observe ---------------------------------------------------------------------------
+
+    def observe(self, pools: Iterable[str] = (), volumes: Iterable[tuple[str, str]] = ()) -> Observed:
+        """Read the host. `pools` and `volumes` name what the specs care about beyond domains."""
+        conn = self.conn
+        with wrapped("read the host"):
+            all_domains = conn.listAllDomains(0)
+            active = {d.name() for d in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)}
+            autostart = {d.name() for d in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_AUTOSTART)}
+            all_pools = conn.listAllStoragePools(0)
+            active_pools = {p.name() for p in conn.listAllStoragePools(libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE)}
+            aliases = _machine_aliases(conn.getCapabilities())
+
+        observed_pools: dict[str, ObservedPool] = {}
+        pool_objects = {}
+        for pool in all_pools:
+            name = pool.name()
+            try:
+                root = ET.fromstring(pool.XMLDesc(0))
+            except libvirt.libvirtError as exc:  # undefined while we looked
+                if exc.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_POOL:
+                    continue
+                raise translate(exc, f"read pool {name}") from exc
+            observed_pools[name] = ObservedPool(name, name in active_pools, root.findtext("target/path", ""))
+            pool_objects[name] = pool
+
+        wanted = set(volumes)
+        wanted_pools = set(pools) | {p for p, _ in wanted}
+        observed_volumes: dict[tuple[str, str], ObservedVolume] = {}
+        for pool_name in sorted(wanted_pools):
+            pool = pool_objects.get(pool_name)
+            if pool is None or pool_name not in active_pools:
+                continue
+            with wrapped(f"list volumes of pool {pool_name}"):
+                vols = pool.listAllVolumes(0)
+            for vol in vols:
+                if (pool_name, vol.name()) not in wanted:
+                    continue
+                try:
+                    observed_volumes[(pool_name, vol.name())] = _volume(pool_name, vol.name(), vol.XMLDesc(0))
+                except libvirt.libvirtError as exc:
+                    if exc.get_error_code() != libvirt.VIR_ERR_NO_STORAGE_VOL:
+                        raise translate(exc, f"read volume {pool_name}/{vol.name()}") from exc
+
+        by_path = {v.path: (v.pool, v.name) for v in observed_volumes.values()}
+        observed_domains: dict[str, ObservedDomain] = {}
+        for dom in all_domains:
+            name = dom.name()
+            try:
+                xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                    continue  # undefined between the listing and the read
+                raise translate(exc, f"read domain {name}") from exc
+            root = ET.fromstring(xml)
+            essence = domxml.essence_of_element(root, by_path)
+            essence["autostart"] = name in autostart
+            observed_domains[name] = ObservedDomain(
+                name=name, uuid=dom.UUIDString(), running=name in active, essence=essence,
+                ownership=domxml.read_ownership(root), xml=xml)
+        return Observed(uri=self.uri, domains=observed_domains, pools=observed_pools, volumes=observed_volumes,
+                        machine_aliases=aliases)
+
+    # -- domains -----------------------------------------------------------------------------
+
+    def _domain(self, name: str) -> libvirt.virDomain | None:
+        try:
+            return self.conn.lookupByName(name)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return None
+            raise translate(exc, f"look up domain {name}") from exc
+
+    def domain_exists(self, name: str) -> bool:
+        return self._domain(name) is not None
+
+    def domain_running(self, name: str) -> bool:
+        dom = self._domain(name)
+        with wrapped(f"read state of domain {name}"):
+            return bool(dom and dom.isActive())
+
+    def define_domain(self, name: str, xml: str, autostart: bool) -> None:
+        with wrapped(f"define domain {name}"):
+            dom = self.conn.defineXML(xml)
+        with wrapped(f"set autostart of domain {name}"):
+            if bool(dom.autostart()) != autostart:
+                dom.setAutostart(1 if autostart else 0)
+
+    def start_domain(self, name: str) -> bool:
+        dom = self._domain(name)
+        if dom is None:
+            raise NotFound("no such domain", f"start domain {name}")
+        with wrapped(f"start domain {name}"):
+            if dom.isActive():
+                return False
+            dom.create()
+        return True
+
+    def stop_domain(self, name: str, timeout: float, force: bool = False) -> str:
+        """Shut down by ACPI, force off after `timeout` seconds; says how it ended.
+
+        Returns "already stopped", "graceful" or "forced". A domain that goes down on its
+        own at the very moment we force it counts as graceful, not as an error.
+        """
+        dom = self._domain(name)
+        if dom is None:
+            return "already stopped"
+        with wrapped(f"stop domain {name}"):
+            if not dom.isActive():
+                return "already stopped"
+            if not force and timeout > 0:
+                try:
+                    dom.shutdownFlags(libvirt.VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN)
+                except libvirt.libvirtError as exc:
+                    if exc.get_error_code() != libvirt.VIR_ERR_OPERATION_INVALID:
+                        raise
+                deadline = time.monotonic() + timeout
+                while time.monotonic() < deadline:
+                    if not dom.isActive():
+                        return "graceful"
+                    time.sleep(0.2)
+            try:
+                dom.destroy()
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() == libvirt.VIR_ERR_OPERATION_INVALID and not dom.isActive():
+                    return "graceful"
+                raise
+        return "forced"
+
+    def undefine_domain(self, name: str) -> bool:
+        dom = self._domain(name)
+        if dom is None:
+            return False
+        with wrapped(f"undefine domain {name}"):
+            if dom.isActive():
+                dom.destroy()
+            try:
+                dom.undefineFlags(_UNDEFINE_FLAGS)
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                    return False
+                raise
+        return True
+
+    # -- storage -----------------------------------------------------------------------------
+
+    def _pool(self, name: str) -> libvirt.virStoragePool | None:
+        try:
+            return self.conn.storagePoolLookupByName(name)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_POOL:
+                return None
+            raise translate(exc, f"look up pool {name}") from exc
+
+    def ensure_pool(self, name: str, path: str) -> bool:
+        """Define, build, start and autostart a directory pool; False if it was all done."""
+        changed = False
+        pool = self._pool(name)
+        if pool is None:
+            root = ET.Element("pool", {"type": "dir"})
+            ET.SubElement(root, "name").text = name
+            ET.SubElement(ET.SubElement(root, "target"), "path").text = path
+            with wrapped(f"define pool {name}"):
+                pool = self.conn.storagePoolDefineXML(ET.tostring(root, encoding="unicode"), 0)
+            changed = True
+            with wrapped(f"build pool {name} at {path}"):
+                pool.build(0)
+            with wrapped(f"set autostart of pool {name}"):
+                pool.setAutostart(1)
+        with wrapped(f"start pool {name}"):
+            if not pool.isActive():
+                pool.create(0)
+                changed = True
+        return changed
+
+    def _volume(self, pool_name: str, name: str) -> libvirt.virStorageVol | None:
+        pool = self._pool(pool_name)
+        if pool is None:
+            raise NotFound(f"pool {pool_name} does not exist", f"volume {pool_name}/{name}")
+        try:
+            return pool.storageVolLookupByName(name)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_VOL:
+                return None
+            raise translate(exc, f"look up volume {pool_name}/{name}") from exc
+
+    def create_volume(self, pool_name: str, name: str, capacity: int, fmt: str) -> bool:
+        if self._volume(pool_name, name) is not None:
+            return False
+        root = ET.Element("volume")
+        ET.SubElement(root, "name").text = name
+        ET.SubElement(root, "capacity", {"unit": "bytes"}).text = str(capacity)
+        ET.SubElement(root, "allocation", {"unit": "bytes"}).text = "0"
+        ET.SubElement(ET.SubElement(root, "target"), "format", {"type": fmt})
+        pool = self._pool(pool_name)
+        try:
+            pool.createXML(ET.tostring(root, encoding="unicode"), 0)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_STORAGE_VOL_EXIST:
+                raise Conflict(f"a file named {name} already exists in the pool's directory but libvirt did not list "
+                               f"it; it was not created by reconcile, so it is left alone (run `virsh pool-refresh "
+                               f"{pool_name}` to make libvirt see it, or remove it)",
+                               f"create volume {pool_name}/{name}") from exc
+            raise translate(exc, f"create volume {pool_name}/{name}") from exc
+        return True
+
+    def grow_volume(self, pool_name: str, name: str, capacity: int) -> bool:
+        vol = self._volume(pool_name, name)
+        if vol is None:
+            raise NotFound("no such volume", f"grow volume {pool_name}/{name}")
+        with wrapped(f"grow volume {pool_name}/{name}"):
+            current = vol.info()[1]
+            if current >= capacity:
+                return False
+            vol.resize(capacity, 0)
+        return True
+
+    def delete_volume(self, pool_name: str, name: str) -> bool:
+        if self._pool(pool_name) is None:
+            return False
+        vol = self._volume(pool_name, name)
+        if vol is None:
+            return False
+        try:
+            vol.delete(0)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_VOL:
+                return False
+            raise translate(exc, f"delete volume {pool_name}/{name}") from exc
+        return True
+
+
+def _volume(pool: str, name: str, xml: str) -> ObservedVolume:
+    root = ET.fromstring(xml)
+
+    def number(tag: str) -> int:
+        el = root.find(tag)
+        return int(el.text) if el is not None and el.text else 0
+
+    fmt = root.find("target/format")
+    return ObservedVolume(pool=pool, name=name, capacity=number("capacity"), allocation=number("allocation"),
+                          format=fmt.get("type", "") if fmt is not None else "", path=root.findtext("target/path", ""))
+
+
+def _machine_aliases(capabilities_xml: str) -> dict[tuple[str, str], str]:
+    out: dict[tuple[str, str], str] = {}
+    root = ET.fromstring(capabilities_xml)
+    for arch in root.findall("guest/arch"):
+        for machine in arch.findall("machine") + arch.findall("domain/machine"):
+            canonical = machine.get("canonical")
+            if canonical and machine.text:
+                out[(arch.get("name", ""), machine.text)] = canonical
+    return out

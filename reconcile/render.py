@@ -1,0 +1,154 @@
+"""Plans, results and diagnostics as text for people or JSON for pipelines. Pure.
+
+The text form reads like a change a reviewer approves: one line per action with its glyph,
+then the fields that change, `before -> after`. The JSON form is stable: keys are only
+added, never renamed, and `format_version` says which shape a consumer is reading.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Any
+
+from .errors import Diagnostic
+from .model import ActionKind, ApplyResult, Change, Plan, ResourceKind, Status
+from .units import format_size
+
+FORMAT_VERSION = 1
+_KIB_FIELDS = {"memory", "current_memory"}
+_BYTE_FIELDS = {"size"}
+
+
+def _value(path: str, value: Any) -> str:
+    if value is None:
+        return "(none)"
+    leaf = path.rsplit(".", 1)[-1]
+    if leaf in _KIB_FIELDS and isinstance(value, int):
+        return format_size(value * 1024)
+    if leaf in _BYTE_FIELDS and isinstance(value, int):
+        return format_size(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "[" + ", ".join(str(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_value(k, v)}" for k, v in value.items()) + "}"
+    return str(value)
+
+
+def change_line(change: Change) -> str:
+    if change.before is None:
+        return f"{change.path}: {_value(change.path, change.after)}"
+    if change.after is None:
+        return f"{change.path}: {_value(change.path, change.before)} -> (removed)"
+    return f"{change.path}: {_value(change.path, change.before)} -> {_value(change.path, change.after)}"
+
+
+def plan_text(plan: Plan, verbose: bool = False) -> str:
+    lines = [f"Plan for project '{plan.project}' on {plan.uri}:"]
+    for action in plan.actions:
+        lines.append(f"  {action.kind.glyph} {action.kind.value} {action.resource.value} {action.name}  ({action.reason})")
+        for change in action.changes:
+            if action.kind is ActionKind.CREATE and action.resource is ResourceKind.DOMAIN:
+                lines.append(f"      {change_line(change)}")
+            elif action.kind in (ActionKind.UPDATE,):
+                lines.append(f"      {change_line(change)}")
+    for note in plan.notes:
+        if note.refused:
+            lines.append(f"  ! refuse {note.resource.value} {note.name}: {note.message}")
+        elif verbose or note.message.startswith("orphaned"):
+            lines.append(f"  = {note.resource.value} {note.name}: {note.message}")
+    lines.append(plan_summary(plan))
+    return "\n".join(lines)
+
+
+def plan_summary(plan: Plan) -> str:
+    if plan.empty and not plan.refusals:
+        converged = sum(1 for n in plan.notes if not n.refused)
+        return f"No changes. The host matches the specs ({converged} resource{'s' if converged != 1 else ''} checked)."
+    counts = Counter(a.kind for a in plan.actions)
+    parts = [f"{counts.get(k, 0)} to {k.value}" for k in ActionKind]
+    text = "Plan: " + ", ".join(parts) + "."
+    if plan.refusals:
+        text += f" {len(plan.refusals)} refused."
+    return text
+
+
+def result_line(result) -> str:
+    a = result.action
+    detail = f" ({result.message})" if result.message else ""
+    return f"  {a.kind.glyph} {a.kind.value} {a.resource.value} {a.name}: {result.status.value}{detail} [{result.duration:.1f}s]"
+
+
+def apply_recap(result: ApplyResult) -> str:
+    changed = result.count(Status.APPLIED)
+    unchanged = result.count(Status.UNCHANGED)
+    ok = unchanged + sum(1 for n in result.plan.notes if not n.refused)
+    failed = result.count(Status.FAILED) + len(result.plan.refusals)
+    skipped = result.count(Status.SKIPPED)
+    return (f"Recap: {ok} ok, {changed} changed, {failed} failed, {skipped} skipped "
+            f"in {result.wall_time:.1f}s")
+
+
+def _change_json(change: Change) -> dict[str, Any]:
+    return {"path": change.path, "before": change.before, "after": change.after}
+
+
+def plan_json(plan: Plan) -> dict[str, Any]:
+    return {
+        "format_version": FORMAT_VERSION,
+        "project": plan.project,
+        "uri": plan.uri,
+        "changes_pending": not plan.empty,
+        "actions": [
+            {
+                "id": a.id,
+                "action": a.kind.value,
+                "resource": a.resource.value,
+                "name": a.name,
+                "reason": a.reason,
+                "changes": [_change_json(c) for c in a.changes],
+                "depends_on": list(a.depends_on),
+            }
+            for a in plan.actions
+        ],
+        "notes": [
+            {"resource": n.resource.value, "name": n.name, "message": n.message, "refused": n.refused}
+            for n in plan.notes
+        ],
+    }
+
+
+def apply_json(result: ApplyResult) -> dict[str, Any]:
+    doc = plan_json(result.plan)
+    doc["results"] = [
+        {
+            "id": r.action.id,
+            "status": r.status.value,
+            "message": r.message,
+            "started": r.started,
+            "finished": r.finished,
+            "duration": round(r.duration, 3),
+        }
+        for r in result.results
+    ]
+    doc["wall_time"] = round(result.wall_time, 3)
+    doc["ok"] = result.ok
+    return doc
+
+
+def diagnostics_text(diagnostics: list[Diagnostic]) -> str:
+    return "\n".join(str(d) for d in diagnostics)
+
+
+def diagnostics_json(diagnostics: list[Diagnostic]) -> list[dict[str, Any]]:
+    return [
+        {"file": d.file, "line": d.line, "column": d.column, "resource": d.resource, "field": d.field,
+         "message": d.message}
+        for d in diagnostics
+    ]
+
+
+def dumps(doc: Any) -> str:
+    return json.dumps(doc, indent=2, sort_keys=False, default=str)
