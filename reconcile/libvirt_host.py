@@ -35,8 +35,9 @@ _PERMISSION = {libvirt.VIR_ERR_AUTH_FAILED, libvirt.VIR_ERR_OPERATION_DENIED, li
 _INVALID = {libvirt.VIR_ERR_XML_ERROR, libvirt.VIR_ERR_CONFIG_UNSUPPORTED, libvirt.VIR_ERR_INVALID_ARG,
             libvirt.VIR_ERR_XML_DETAIL, libvirt.VIR_ERR_OPERATION_UNSUPPORTED, libvirt.VIR_ERR_INTERNAL_ERROR}
 
-_UNDEFINE_FLAGS = (libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
-                   | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM | getattr(libvirt, "VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA", 0))
+_UNDEFINE_FLAGS_BASIC = libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+_UNDEFINE_FLAGS = (_UNDEFINE_FLAGS_BASIC | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM
+                   | getattr(libvirt, "VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA", 0))
 
 
 def translate(exc: libvirt.libvirtError, subject: str = "") -> HostError:
@@ -213,7 +214,9 @@ class LibvirtHost:
                 try:
                     dom.shutdownFlags(libvirt.VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN)
                 except libvirt.libvirtError as exc:
-                    if exc.get_error_code() != libvirt.VIR_ERR_OPERATION_INVALID:
+                    if exc.get_error_code() == libvirt.VIR_ERR_INVALID_ARG:
+                        dom.shutdown()  # drivers without the ACPI flag pick their own method
+                    elif exc.get_error_code() != libvirt.VIR_ERR_OPERATION_INVALID:
                         raise
                 deadline = time.monotonic() + timeout
                 while time.monotonic() < deadline:
@@ -235,12 +238,16 @@ class LibvirtHost:
         with wrapped(f"undefine domain {name}"):
             if dom.isActive():
                 dom.destroy()
-            try:
-                dom.undefineFlags(_UNDEFINE_FLAGS)
-            except libvirt.libvirtError as exc:
-                if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-                    return False
-                raise
+            # Drivers that know no NVRAM or checkpoints refuse those flags; fewer will do there.
+            for flags in (_UNDEFINE_FLAGS, _UNDEFINE_FLAGS_BASIC, 0):
+                try:
+                    dom.undefineFlags(flags)
+                    return True
+                except libvirt.libvirtError as exc:
+                    if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                        return False
+                    if exc.get_error_code() != libvirt.VIR_ERR_INVALID_ARG or flags == 0:
+                        raise
         return True
 
     # -- storage -----------------------------------------------------------------------------

@@ -49,11 +49,10 @@ def plan_text(plan: Plan, verbose: bool = False) -> str:
     lines = [f"Plan for project '{plan.project}' on {plan.uri}:"]
     for action in plan.actions:
         lines.append(f"  {action.kind.glyph} {action.kind.value} {action.resource.value} {action.name}  ({action.reason})")
+        if action.resource is ResourceKind.VOLUME and action.kind is ActionKind.CREATE:
+            continue  # the reason already says size and format
         for change in action.changes:
-            if action.kind is ActionKind.CREATE and action.resource is ResourceKind.DOMAIN:
-                lines.append(f"      {change_line(change)}")
-            elif action.kind in (ActionKind.UPDATE,):
-                lines.append(f"      {change_line(change)}")
+            lines.append(f"      {change_line(change)}")
     for note in plan.notes:
         if note.refused:
             lines.append(f"  ! refuse {note.resource.value} {note.name}: {note.message}")

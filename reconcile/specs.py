@@ -205,10 +205,22 @@ def _schema_message(error: jsonschema.ValidationError) -> str:
         allowed = sorted(error.schema.get("properties", {}))
         return f"{error.message}; expected one of: {', '.join(allowed)}"
     if error.validator == "pattern" and "description" in schema:
-        return f"{error.instance!r} is not valid; expected {schema['description'][0].lower()}{schema['description'][1:]}"
-    if error.validator == "required":
-        return error.message
+        return f"{error.instance!r} is not valid; expected {_lower(schema['description'])}"
+    if error.validator == "type" and "description" in schema:
+        return f"{error.instance!r} is {_kind(error.instance)}, not {_article(error.validator_value)}; expected {_lower(schema['description'])}"
     return error.message
+
+
+def _lower(text: str) -> str:
+    return text[:1].lower() + text[1:]
+
+
+def _article(json_type: object) -> str:
+    names = {"string": "a string", "integer": "a whole number", "number": "a number", "boolean": "true or false",
+             "object": "a mapping", "array": "a list"}
+    if isinstance(json_type, list):
+        return " or ".join(names.get(t, t) for t in json_type)
+    return names.get(str(json_type), str(json_type))
 
 
 def load(paths: Iterable[str], project: str | None = None) -> Desired:

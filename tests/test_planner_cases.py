@@ -1,0 +1,77 @@
+"""One generic runner for the planner scenarios in tests/planner/cases/*.yaml.
+
+A case gives the specs (as YAML text), the observed host (as plain data; a domain can be
+`like: NAME` to start from what the spec of NAME wants, then `set:` a few fields) and the
+expected plan: actions as `GLYPH resource name`, changes per action, and notes (matched by
+substring). Adding a scenario is adding a file.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from reconcile import planner, specs
+from reconcile.model import Observed, ObservedDomain, ObservedPool, ObservedVolume, Ownership, VolumeRef
+from reconcile.render import change_line
+from reconcile.units import parse_size
+
+CASES = sorted((Path(__file__).parent / "planner" / "cases").glob("*.yaml"))
+
+
+def observed_from(data: dict, desired) -> Observed:
+    wanted = {d.name: d for d in desired.domains}
+    domains = {}
+    for d in data.get("domains", []):
+        essence = {}
+        if "like" in d:
+            spec = wanted[d["like"]]
+            essence = copy.deepcopy(spec.essence())
+        for key, value in (d.get("set") or {}).items():
+            essence[key] = value
+        essence.update(copy.deepcopy(d.get("essence") or {}))
+        owner = d.get("ownership", {"project": desired.project})
+        ownership = None if owner is None else Ownership(
+            project=owner["project"],
+            volumes=tuple(VolumeRef(v["pool"], v["name"], v.get("keep", False)) for v in owner.get("volumes", [])))
+        domains[d["name"]] = ObservedDomain(name=d["name"], uuid=d.get("uuid", "00000000-0000-0000-0000-000000000001"),
+                                            running=d.get("running", True), essence=essence, ownership=ownership)
+    pools = {p["name"]: ObservedPool(p["name"], p.get("active", True), p.get("path", "/x")) for p in data.get("pools", [])}
+    volumes = {(v["pool"], v["name"]): ObservedVolume(v["pool"], v["name"], parse_size(v["capacity"]), 0,
+                                                      v.get("format", "qcow2"), f"/x/{v['name']}")
+               for v in data.get("volumes", [])}
+    aliases = {tuple(k.split("/")): v for k, v in (data.get("machine_aliases") or {}).items()}
+    return Observed(uri="test:///plain", domains=domains, pools=pools, volumes=volumes, machine_aliases=aliases)
+
+
+@pytest.mark.parametrize("case_file", CASES, ids=[c.stem for c in CASES])
+def test_planner_case(case_file: Path, tmp_path: Path) -> None:
+    case = yaml.safe_load(case_file.read_text())
+    spec_file = tmp_path / "specs.yaml"
+    spec_file.write_text(case["specs"])
+    desired = specs.load([str(spec_file)])
+    observed = observed_from(case.get("observed") or {}, desired)
+    if case.get("destroy"):
+        plan = planner.plan_destroy(desired, observed)
+    else:
+        plan = planner.plan(desired, observed, prune=case.get("prune", False))
+
+    expect = case["expect"]
+    got = [f"{a.kind.glyph} {a.resource.value} {a.name}" for a in plan.actions]
+    assert got == expect.get("actions", []), f"actions of {case_file.name}"
+
+    for label, lines in (expect.get("changes") or {}).items():
+        action = next(a for a in plan.actions if f"{a.kind.glyph} {a.resource.value} {a.name}" == label)
+        assert [change_line(c) for c in action.changes] == lines, f"changes of {label}"
+
+    notes = [f"{'!' if n.refused else '='} {n.resource.value} {n.name}: {n.message}" for n in plan.notes]
+    for wanted in expect.get("notes", []):
+        assert any(wanted in n for n in notes), f"no note contains {wanted!r}; notes: {notes}"
+    assert len(plan.refusals) == expect.get("refusals", 0), notes
+
+    # The planner is a pure function: the same inputs give the same plan.
+    again = planner.plan(desired, observed, prune=case.get("prune", False)) if not case.get("destroy") else planner.plan_destroy(desired, observed)
+    assert again == plan

@@ -1,0 +1,203 @@
+"""End to end on the real qemu:///system daemon, through the command line a user runs.
+
+These are the promises of the core path: the examples apply; a second apply changes
+nothing although libvirt filled the XML with its own defaults; a domain stopped behind
+reconcile's back shows as pending and is started again; a spec change is an update;
+destroy removes the domains and the volumes reconcile created, and keeps the kept ones.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import libvirt
+import pytest
+import yaml
+
+from .conftest import DOMAIN_TYPE, REPO, run_cli
+
+pytestmark = pytest.mark.libvirtd
+
+
+def examples_as_test_lab(lab) -> None:
+    """Copy specs/ into the lab, renamed with the test prefix and moved to the lab's pool."""
+    for src in sorted((REPO / "specs").glob("*.yaml")):
+        data = yaml.safe_load(src.read_text())
+        data["project"] = lab.name
+        data.pop("pools", None)
+        for dom in data.get("domains", []):
+            dom["name"] = dom["name"].replace("lab-", f"{lab.name}-", 1)
+            dom["type"] = DOMAIN_TYPE
+            dom["stop_timeout"] = 1
+            for disk in dom.get("disks", []):
+                disk["pool"] = lab.pool
+                if "name" in disk:
+                    disk["name"] = disk["name"].replace("lab-", f"{lab.name}-", 1)
+            for cdrom in dom.get("cdroms", []):
+                cdrom["path"] = str(lab.pool_path.parent / f"{lab.name}.iso")
+            if "graphics" in dom:
+                dom["graphics"]["port"] = "auto"  # a fixed port would collide with a running example
+        if data.get("domains"):
+            (lab.specs / src.name).write_text(yaml.safe_dump(data, sort_keys=False))
+    iso = lab.pool_path.parent / f"{lab.name}.iso"
+    iso.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["genisoimage", "-quiet", "-o", str(iso), str(REPO / "specs")], check=True)
+
+
+def running(conn, name: str) -> bool:
+    return bool(conn.lookupByName(name).isActive())
+
+
+def test_examples_apply_then_converge(lab):
+    examples_as_test_lab(lab)
+    first = lab.cli("apply", check=0)
+    assert "+ create domain" in first.stdout
+    names = lab.domain_names()
+    assert len(names) == 4, names
+    assert all(running(lab.conn, n) for n in names)
+
+    second = lab.cli("apply", check=0)
+    assert "No changes." in second.stdout, second.stdout
+    assert re.search(r"Recap: \d+ ok, 0 changed, 0 failed", second.stdout), second.stdout
+    lab.cli("plan", "--detailed-exitcode", check=0)
+
+    # The 701 example: machine alias, ide disk and cdrom, VNC port, boot order all read back.
+    xml = lab.conn.lookupByName(f"{lab.name}-701").XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+    assert "machine='pc-i440fx-" in xml
+    assert "<memory unit='KiB'>512000</memory>" in xml
+    assert re.search(r"<boot dev='cdrom'/>\s*<boot dev='hd'/>", xml)
+
+
+def test_stopped_behind_our_back_is_started_again(lab):
+    name = lab.dom("web")
+    lab.spec("web.yaml", f"""
+        domains:
+          - name: {name}
+            type: {DOMAIN_TYPE}
+            memory: 128MiB
+            disks: [{{pool: {lab.pool}, size: 64MiB}}]
+            stop_timeout: 1
+        """)
+    lab.cli("apply", check=0)
+    lab.conn.lookupByName(name).destroy()  # as `virsh destroy` would
+
+    plan = lab.cli("plan", "--detailed-exitcode", check=2)
+    assert f"> start domain {name}" in plan.stdout
+    assert "state: stopped -> running" in plan.stdout
+    applied = lab.cli("apply", check=0)
+    assert "changed" in applied.stdout
+    assert running(lab.conn, name)
+    lab.cli("plan", "--detailed-exitcode", check=0)
+
+
+def test_memory_change_is_an_update(lab):
+    name = lab.dom("mem")
+    spec = f"""
+        domains:
+          - name: {name}
+            type: {DOMAIN_TYPE}
+            memory: 128MiB
+            state: stopped
+        """
+    lab.spec("mem.yaml", spec)
+    lab.cli("apply", check=0)
+    uuid = lab.conn.lookupByName(name).UUIDString()
+    lab.spec("mem.yaml", spec.replace("128MiB", "256MiB"))
+
+    plan = lab.cli("plan", "--detailed-exitcode", check=2)
+    assert f"~ update domain {name}" in plan.stdout
+    assert "memory: 128MiB -> 256MiB" in plan.stdout
+    lab.cli("apply", check=0)
+    dom = lab.conn.lookupByName(name)
+    assert dom.UUIDString() == uuid
+    assert dom.maxMemory() == 256 * 1024
+    lab.cli("plan", "--detailed-exitcode", check=0)
+
+
+def test_destroy_removes_domains_and_owned_volumes_but_keeps_kept(lab):
+    keeper = lab.dom("db")
+    lab.spec("db.yaml", f"""
+        domains:
+          - name: {keeper}
+            type: {DOMAIN_TYPE}
+            memory: 128MiB
+            stop_timeout: 0
+            disks:
+              - {{pool: {lab.pool}, size: 64MiB}}
+              - {{pool: {lab.pool}, size: 32MiB, format: raw, keep: true}}
+        """)
+    lab.cli("apply", check=0)
+    assert lab.volume_names() == {f"{keeper}-vda.qcow2", f"{keeper}-vdb.img"}
+
+    out = lab.cli("destroy", check=0)
+    assert f"- destroy domain {keeper}" in out.stdout
+    assert lab.domain_names() == set()
+    assert lab.volume_names() == {f"{keeper}-vdb.img"}
+    # Nothing left to destroy: a second run is a no-op.
+    again = lab.cli("destroy", check=0)
+    assert "No changes." in again.stdout
+
+
+def test_unmanaged_domain_is_refused_and_left_alone(lab):
+    name = lab.dom("byhand")
+    lab.conn.defineXML(f"<domain type='{DOMAIN_TYPE}'><name>{name}</name><memory unit='MiB'>64</memory>"
+                       "<os><type arch='x86_64'>hvm</type></os></domain>")
+    lab.spec("byhand.yaml", f"""
+        domains:
+          - name: {name}
+            type: {DOMAIN_TYPE}
+            memory: 128MiB
+        """)
+    plan = lab.cli("plan")
+    assert plan.returncode == 1
+    assert f"! refuse domain {name}: exists on the host and is not managed by reconcile" in plan.stdout
+    applied = lab.cli("apply")
+    assert applied.returncode == 1
+    assert "not managed by reconcile" in applied.stderr
+    assert "Traceback" not in applied.stderr
+    dom = lab.conn.lookupByName(name)
+    assert dom.maxMemory() == 64 * 1024 and not dom.isActive()
+
+
+def test_libvirt_refusal_is_a_message_not_a_traceback(lab):
+    name = lab.dom("noiso")
+    lab.spec("noiso.yaml", f"""
+        domains:
+          - name: {name}
+            type: {DOMAIN_TYPE}
+            memory: 128MiB
+            cdroms: [{{path: /nonexistent/{name}.iso}}]
+        """)
+    out = lab.cli("apply")
+    assert out.returncode == 1
+    assert "Traceback" not in out.stdout + out.stderr
+    assert re.search(rf"> start domain {name}: failed \(start domain {name}: .*{name}\.iso", out.stdout), out.stdout
+    assert "1 failed" in out.stdout
+    # what did apply is recorded: the domain is defined and managed, so a fixed spec converges
+    assert name in lab.domain_names()
+
+
+def test_bad_spec_names_file_and_resource_and_touches_nothing(lab, tmp_path):
+    bad = lab.spec("bad.yaml", f"""
+        domains:
+          - name: {lab.dom('bad')}
+            memory: 512
+            vcpus: 0
+        """)
+    for command in ("validate", "plan", "apply"):
+        out = lab.cli(command)
+        assert out.returncode == 1, out
+        assert "Traceback" not in out.stderr
+        assert f"{bad}:3:13: resource '{lab.dom('bad')}': memory:" in out.stderr, out.stderr
+        assert f"{bad}:4:12: resource '{lab.dom('bad')}': vcpus:" in out.stderr, out.stderr
+        assert "nothing was changed on the host" in out.stderr
+    assert lab.domain_names() == set()
+
+
+def test_unreachable_host_is_a_clear_error():
+    out = run_cli("plan", str(REPO / "specs"), uri="qemu+unix:///system?socket=/nonexistent/sock")
+    assert out.returncode == 1
+    assert "Traceback" not in out.stderr
+    assert "error: connect to qemu+unix:///system?socket=/nonexistent/sock:" in out.stderr
