@@ -13,10 +13,12 @@ from pathlib import Path
 
 import pytest
 
-PREFIX = "rctest-"
+# Another prefix lets two checkouts run their suites against one daemon without touching
+# each other's resources (each run removes leftovers of its own prefix only).
+PREFIX = os.environ.get("RECONCILE_TEST_PREFIX", "rctest-")
 SYSTEM_URI = "qemu:///system"
 REPO = Path(__file__).resolve().parent.parent
-POOL_ROOT = Path("/var/lib/libvirt/images/rctest")
+POOL_ROOT = Path("/var/lib/libvirt/images") / PREFIX.rstrip("-")
 
 
 def kvm_usable() -> bool:
