@@ -17,8 +17,8 @@ from . import render, specs
 from .errors import ReconcileError, SpecError
 from .executor import DEFAULT_PARALLEL, execute
 from .model import ActionResult, Desired, Plan
+from .planner import Options, plan_destroy
 from .planner import plan as make_plan
-from .planner import plan_destroy
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
 
@@ -45,11 +45,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prune", action="store_true", help="include removing managed domains no spec mentions")
     a = sub.add_parser("apply", parents=[common], help="make the host match the specs")
     a.add_argument("--prune", action="store_true", help="remove managed domains of this project that no spec mentions")
+    for sp in (p, a):
+        sp.add_argument("--restart", action="store_true",
+                        help="restart running domains whose changes need it, whatever their on_change says")
+        sp.add_argument("--adopt", action="store_true",
+                        help="take over existing domains that specs name but reconcile did not create")
+        sp.add_argument("--allow-recreate", action="store_true",
+                        help="allow identity-level changes (type, arch, disk format); a replaced disk loses its data")
     a.add_argument("--parallel", type=int, default=DEFAULT_PARALLEL, metavar="N", help=f"actions at once (default: {DEFAULT_PARALLEL})")
     a.add_argument("--dry-run", action="store_true", help="plan only; change nothing")
     d = sub.add_parser("destroy", parents=[common], help="remove everything these specs manage")
     d.add_argument("--parallel", type=int, default=DEFAULT_PARALLEL, metavar="N", help=f"actions at once (default: {DEFAULT_PARALLEL})")
     d.add_argument("--force", action="store_true", help="power off at once instead of an ACPI shutdown first")
+    e = sub.add_parser("export", help="print the spec YAML of existing domains")
+    e.add_argument("-c", "--connect", metavar="URI", help="libvirt URI (default: $LIBVIRT_DEFAULT_URI, else qemu:///system)")
+    e.add_argument("--project", help="project to write into the spec (default: none, the directory name applies)")
+    e.add_argument("-v", "--verbose", action="store_true", help="show tracebacks of errors")
+    e.add_argument("names", nargs="+", metavar="DOMAIN", help="names of domains on the host")
+    e.set_defaults(output="text", quiet=False)
     return parser
 
 
@@ -97,6 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
+    if args.command == "export":
+        return export(args, console)
     desired = specs.load(args.paths, project=args.project)
     if args.command == "validate":
         if console.json:
@@ -114,7 +129,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
         if args.command == "destroy":
             the_plan = plan_destroy(desired, observed)
         else:
-            the_plan = make_plan(desired, observed, prune=args.prune)
+            the_plan = make_plan(desired, observed, options=Options(
+                prune=args.prune, restart=args.restart, adopt=args.adopt, allow_recreate=args.allow_recreate))
 
         if args.command == "plan" or (args.command == "apply" and args.dry_run):
             show_plan(the_plan, console)
@@ -155,6 +171,24 @@ def apply(the_plan: Plan, host, args: argparse.Namespace, console: Console) -> i
             console.err(f"refused: {note.resource.value} {note.name}: {note.message}")
         console.out(render.apply_recap(result))
     return EXIT_OK if result.ok else EXIT_ERROR
+
+
+def export(args: argparse.Namespace, console: Console) -> int:
+    """Spec YAML for existing domains, so a hand-made lab can be brought under management."""
+    from . import export as exporter
+    from .libvirt_host import LibvirtHost
+
+    host = LibvirtHost(default_uri(args.connect))
+    try:
+        observed = host.observe(volumes=None)
+    finally:
+        host.close()
+    missing = [n for n in args.names if n not in observed.domains]
+    if missing:
+        raise ReconcileError(f"no domain named {', '.join(missing)} on {observed.uri}")
+    doc = exporter.export(observed, args.names, project=args.project)
+    console.out(specs.dump(doc))
+    return EXIT_OK
 
 
 def _pools_of_interest(desired: Desired) -> set[str]:

@@ -16,7 +16,9 @@ from .model import Change
 
 COLLECTIONS = ("disks", "cdroms")
 # Lists whose order is their meaning: a change anywhere is a change of the whole field.
-ATOMIC = ("boot",)
+ATOMIC = ("boot", "interfaces")
+# Lists of devices compared by position, each projected onto the keys the spec gives.
+RECORD_LISTS = ("interfaces",)
 
 
 def project(desired: dict[str, Any], observed: dict[str, Any]) -> dict[str, Any]:
@@ -31,6 +33,10 @@ def project(desired: dict[str, Any], observed: dict[str, Any]) -> dict[str, Any]
             }
         elif isinstance(want, dict) and want and isinstance(have, dict) and have:
             out[key] = _record(want, have)
+        elif key in RECORD_LISTS and isinstance(want, list) and isinstance(have, list):
+            # Per position, only the keys the spec gives: a MAC libvirt generated is not a difference.
+            out[key] = [_record(want[i], dev) if i < len(want) and isinstance(want[i], dict) else dev
+                        for i, dev in enumerate(have)]
         else:
             out[key] = have
     return out
@@ -42,8 +48,13 @@ def _record(want: dict[str, Any], have: Any) -> Any:
     return {field: have.get(field) for field in want}
 
 
-def changes(desired: dict[str, Any], observed: dict[str, Any]) -> tuple[Change, ...]:
-    """The changes that turn `observed` into `desired`, sorted by path."""
+def changes(desired: dict[str, Any], observed: dict[str, Any],
+            applied: dict[str, Any] | None = None) -> tuple[Change, ...]:
+    """The changes that turn `observed` into `desired`, sorted by path.
+
+    `applied` is what reconcile last applied: where the spec still asks for that value, the
+    host moved away from it on its own, and the change is marked as drift.
+    """
     before = project(desired, observed)
     diff = DeepDiff(before, desired, view="tree", verbose_level=2)
     found: dict[str, Change] = {}
@@ -57,7 +68,9 @@ def changes(desired: dict[str, Any], observed: dict[str, Any]) -> tuple[Change, 
                 path = path[:3]
             name = _dotted(path)
             if name not in found:
-                found[name] = Change(name, _get(before, path), _get(desired, path))
+                after = _get(desired, path)
+                drift = applied is not None and _get(applied, path) == after
+                found[name] = Change(name, _get(before, path), after, drift=drift)
     return tuple(sorted(found.values(), key=lambda c: c.path))
 
 
@@ -77,3 +90,4 @@ def _get(data: Any, path: list[Any]) -> Any:
         else:
             return None
     return data
+

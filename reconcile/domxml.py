@@ -42,57 +42,181 @@ def ownership_element(owner: Ownership) -> ET.Element:
     })
     for vol in owner.volumes:
         ET.SubElement(el, _Q + "volume", {"pool": vol.pool, "name": vol.name, "keep": "yes" if vol.keep else "no"})
+    if owner.applied is not None:
+        ET.SubElement(el, _Q + "applied").text = json.dumps(owner.applied, sort_keys=True, separators=(",", ":"))
     return el
 
 
-def domain_xml(spec: DomainSpec, owner: Ownership, uuid: str | None = None) -> str:
-    """The XML reconcile defines for a spec. `uuid` keeps a redefined domain's identity."""
-    dom = ET.Element("domain", {"type": spec.type})
-    ET.SubElement(dom, "name").text = spec.name
-    if uuid:
-        ET.SubElement(dom, "uuid").text = uuid
-    ET.SubElement(dom, "metadata").append(ownership_element(owner))
-    ET.SubElement(dom, "memory", {"unit": "KiB"}).text = str(spec.memory)
-    current = spec.current_memory if spec.current_memory is not None else spec.memory
-    ET.SubElement(dom, "currentMemory", {"unit": "KiB"}).text = str(current)
-    ET.SubElement(dom, "vcpu").text = str(spec.vcpus)
+def domain_xml(spec: DomainSpec, owner: Ownership, uuid: str | None = None, base: str | None = None,
+               volume_by_path: Mapping[str, tuple[str, str]] | None = None) -> str:
+    """The XML reconcile defines for a spec.
 
-    os_el = ET.SubElement(dom, "os")
-    type_attrs = {"arch": spec.arch}
+    With `base` (the domain's current persistent XML) only what the spec manages is
+    rewritten: UUID, MAC addresses, NVRAM, PCI addresses and every field the spec leaves out
+    stay as they are. Without it, a minimal domain is built. `uuid` keeps a replaced
+    domain's identity.
+    """
+    if base is not None:
+        dom = ET.fromstring(base)
+    else:
+        dom = ET.Element("domain", {"type": spec.type})
+        ET.SubElement(dom, "name").text = spec.name
+        if uuid:
+            ET.SubElement(dom, "uuid").text = uuid
+        # ACPI is what makes a graceful shutdown possible; without it only a forced stop works.
+        features = ET.SubElement(dom, "features")
+        ET.SubElement(features, "acpi")
+        ET.SubElement(features, "apic")
+    _apply_spec(dom, spec, owner, volume_by_path or {})
+    return ET.tostring(dom, encoding="unicode")
+
+
+def _child(parent: ET.Element, tag: str, index: int | None = None) -> ET.Element:
+    el = parent.find(tag)
+    if el is None:
+        el = ET.Element(tag)
+        if index is None:
+            parent.append(el)
+        else:
+            parent.insert(index, el)
+    return el
+
+
+def _apply_spec(dom: ET.Element, spec: DomainSpec, owner: Ownership, by_path: Mapping[str, tuple[str, str]]) -> None:
+    dom.set("type", spec.type)
+    metadata = _child(dom, "metadata", 2)
+    for old in metadata.findall(_Q + "owner"):
+        metadata.remove(old)
+    metadata.append(ownership_element(owner))
+    for tag, kib in (("memory", spec.memory),
+                     ("currentMemory", spec.current_memory if spec.current_memory is not None else spec.memory)):
+        el = _child(dom, tag)
+        el.attrib = {"unit": "KiB"}
+        el.text = str(kib)
+    vcpu = _child(dom, "vcpu")
+    vcpu.attrib.pop("current", None)
+    vcpu.text = str(spec.vcpus)
+
+    os_el = _child(dom, "os")
+    os_type = _child(os_el, "type", 0)
+    os_type.text = "hvm"
+    os_type.set("arch", spec.arch)
     if spec.machine:
-        type_attrs["machine"] = spec.machine
-    ET.SubElement(os_el, "type", type_attrs).text = "hvm"
-    for dev in spec.boot or ():
-        ET.SubElement(os_el, "boot", {"dev": dev})
+        os_type.set("machine", spec.machine)
+    if spec.boot is not None:
+        for old in os_el.findall("boot"):
+            os_el.remove(old)
+        for dev in spec.boot:
+            ET.SubElement(os_el, "boot", {"dev": dev})
 
-    # ACPI is what makes a graceful shutdown possible; without it only a forced stop works.
-    features = ET.SubElement(dom, "features")
-    ET.SubElement(features, "acpi")
-    ET.SubElement(features, "apic")
+    devices = _child(dom, "devices")
+    _apply_disks(devices, spec, by_path)
+    if spec.interfaces is not None:
+        _apply_interfaces(devices, spec)
+    _apply_graphics(devices, spec)
 
-    devices = ET.SubElement(dom, "devices")
+
+def _apply_disks(devices: ET.Element, spec: DomainSpec, by_path: Mapping[str, tuple[str, str]]) -> None:
+    """Keep each disk element that already says what the spec says (and its address); rewrite the rest."""
+    want: dict[str, tuple[dict[str, Any], ET.Element]] = {}
     for disk in spec.disks:
-        el = ET.SubElement(devices, "disk", {"type": "volume", "device": "disk"})
+        el = ET.Element("disk", {"type": "volume", "device": "disk"})
         ET.SubElement(el, "driver", {"name": "qemu", "type": disk.format})
         ET.SubElement(el, "source", {"pool": disk.pool, "volume": disk.volume})
         ET.SubElement(el, "target", {"dev": disk.target, "bus": disk.bus})
+        want[disk.target] = (disk.essence(), el)
     for cdrom in spec.cdroms:
-        el = ET.SubElement(devices, "disk", {"type": "file", "device": "cdrom"})
+        el = ET.Element("disk", {"type": "file", "device": "cdrom"})
         ET.SubElement(el, "driver", {"name": "qemu", "type": "raw"})
         ET.SubElement(el, "source", {"file": cdrom.path})
         ET.SubElement(el, "target", {"dev": cdrom.target, "bus": cdrom.bus})
         ET.SubElement(el, "readonly")
-    if spec.graphics:
-        g = spec.graphics
-        attrs = {"type": g.type}
-        if g.port is None:
-            attrs["autoport"] = "yes"
+        want[cdrom.target] = (cdrom.essence(), el)
+    seen: set[str] = set()
+    for index, el in enumerate(list(devices)):
+        if el.tag != "disk" or el.get("device", "disk") not in ("disk", "cdrom"):
+            continue
+        target = el.find("target")
+        dev = target.get("dev", "") if target is not None else ""
+        if dev not in want or dev in seen:
+            devices.remove(el)
+            continue
+        seen.add(dev)
+        essence, new = want[dev]
+        kind, have = _disk_essence(el, by_path)
+        if kind == new.get("device") and {k: have.get(k) for k in essence} == essence:
+            continue
+        if kind == "cdrom" and new.get("device") == "cdrom" and have.get("bus") == essence["bus"]:
+            # Only the medium changed: swap the source, keep the drive and its address.
+            source = el.find("source")
+            if source is None:
+                source = ET.SubElement(el, "source")
+            source.attrib = {"file": essence["path"]}
+            el.set("type", "file")
+            continue
+        position = list(devices).index(el)
+        devices.remove(el)
+        devices.insert(position, new)
+    for dev, (_essence, new) in want.items():
+        if dev not in seen:
+            devices.append(new)
+
+
+def _apply_interfaces(devices: ET.Element, spec: DomainSpec) -> None:
+    """Rewrite interfaces in place by position, so a MAC libvirt generated stays with its NIC."""
+    existing = devices.findall("interface")
+    for i, iface in enumerate(spec.interfaces or ()):
+        if i < len(existing):
+            el = existing[i]
+            have = _interface_essence(el)
+            if have["network"] == iface.network and have["model"] == iface.model and iface.mac in (None, have["mac"]):
+                continue
+            el.set("type", "network")
+            for child in list(el):
+                if child.tag not in ("mac", "model", "address", "boot", "alias"):
+                    el.remove(child)
+            el.insert(1, ET.Element("source", {"network": iface.network}))
+            _child(el, "model").attrib = {"type": iface.model}
+            if have["network"] != iface.network or have["model"] != iface.model:
+                addr = el.find("address")
+                if addr is not None and have["model"] != iface.model:
+                    el.remove(addr)  # another model may need another kind of slot
         else:
-            attrs.update(port=str(g.port), autoport="no")
-        el = ET.SubElement(devices, "graphics", attrs)
-        if g.listen:
-            ET.SubElement(el, "listen", {"type": "address", "address": g.listen})
-    return ET.tostring(dom, encoding="unicode")
+            el = ET.SubElement(devices, "interface", {"type": "network"})
+            ET.SubElement(el, "source", {"network": iface.network})
+            ET.SubElement(el, "model", {"type": iface.model})
+        if iface.mac is not None:
+            mac = el.find("mac")
+            if mac is None:
+                mac = ET.Element("mac")
+                el.insert(0, mac)
+            mac.attrib = {"address": iface.mac}
+    for el in existing[len(spec.interfaces or ()):]:
+        devices.remove(el)
+
+
+def _apply_graphics(devices: ET.Element, spec: DomainSpec) -> None:
+    existing = devices.findall("graphics")
+    want = spec.graphics.essence() if spec.graphics else None
+    keep = None
+    if want is not None and existing:
+        have = _graphics_essence(existing[0])
+        if {k: have.get(k) for k in want} == want:
+            keep = existing[0]
+    for el in existing:
+        if el is not keep:
+            devices.remove(el)
+    if want is None or keep is not None:
+        return
+    g = spec.graphics
+    attrs = {"type": g.type}
+    if g.port is None:
+        attrs["autoport"] = "yes"
+    else:
+        attrs.update(port=str(g.port), autoport="no")
+    el = ET.SubElement(devices, "graphics", attrs)
+    if g.listen:
+        ET.SubElement(el, "listen", {"type": "address", "address": g.listen})
 
 
 def read_ownership(root: ET.Element) -> Ownership | None:
@@ -103,11 +227,19 @@ def read_ownership(root: ET.Element) -> Ownership | None:
         VolumeRef(pool=v.get("pool", ""), name=v.get("name", ""), keep=v.get("keep") == "yes")
         for v in el.findall(_Q + "volume")
     )
+    applied = None
+    text = el.findtext(_Q + "applied")
+    if text:
+        try:
+            applied = json.loads(text)
+        except ValueError:
+            applied = None  # edited by hand into nonsense: no drift can be told apart, nothing else breaks
     return Ownership(
         project=el.get("project", ""),
         spec_file=el.get("spec", ""),
         spec_hash=el.get("hash", ""),
         volumes=volumes,
+        applied=applied if isinstance(applied, dict) else None,
     )
 
 
@@ -130,46 +262,70 @@ def essence_of(xml: str, volume_by_path: Mapping[str, tuple[str, str]] | None = 
     return essence_of_element(root, volume_by_path or {})
 
 
+def _disk_essence(disk: ET.Element, volume_by_path: Mapping[str, tuple[str, str]]) -> tuple[str, dict[str, Any]]:
+    target = disk.find("target")
+    bus = target.get("bus", "") if target is not None else ""
+    source = disk.find("source")
+    if disk.get("device") == "cdrom":
+        path = source.get("file") if source is not None else None
+        return "cdrom", {"path": path, "bus": bus}
+    pool = volume = None
+    if source is not None:
+        if disk.get("type") == "volume":
+            pool, volume = source.get("pool"), source.get("volume")
+        elif source.get("file") in volume_by_path:
+            pool, volume = volume_by_path[source.get("file")]
+        else:
+            volume = source.get("file") or source.get("dev")
+    driver = disk.find("driver")
+    fmt = driver.get("type") if driver is not None else None
+    return "disk", {"pool": pool, "volume": volume, "format": fmt, "bus": bus}
+
+
+def _interface_essence(el: ET.Element) -> dict[str, Any]:
+    source = el.find("source")
+    model = el.find("model")
+    mac = el.find("mac")
+    return {
+        "network": source.get("network") if source is not None and el.get("type") == "network" else None,
+        "model": model.get("type") if model is not None else None,
+        "mac": mac.get("address") if mac is not None else None,
+        "type": el.get("type"),
+    }
+
+
+def _graphics_essence(g: ET.Element) -> dict[str, Any]:
+    listen = g.get("listen")
+    if listen is None:
+        listen_el = g.find("listen[@type='address']")
+        listen = listen_el.get("address") if listen_el is not None else None
+    autoport = g.get("autoport") == "yes"
+    port = g.get("port")
+    return {
+        "type": g.get("type"),
+        "listen": listen,
+        "port": "auto" if autoport or port in (None, "-1") else int(port),
+    }
+
+
 def essence_of_element(root: ET.Element, volume_by_path: Mapping[str, tuple[str, str]]) -> dict[str, Any]:
     os_type = root.find("os/type")
     disks: dict[str, Any] = {}
     cdroms: dict[str, Any] = {}
     for disk in root.findall("devices/disk"):
         target = disk.find("target")
-        if target is None:
+        if target is None or disk.get("device", "disk") not in ("disk", "cdrom"):
             continue
-        dev, bus = target.get("dev", ""), target.get("bus", "")
-        source = disk.find("source")
-        driver = disk.find("driver")
-        if disk.get("device") == "cdrom":
-            path = source.get("file") if source is not None else None
-            cdroms[dev] = {"path": path, "bus": bus}
-        elif disk.get("device", "disk") == "disk":
-            pool = volume = None
-            if source is not None:
-                if disk.get("type") == "volume":
-                    pool, volume = source.get("pool"), source.get("volume")
-                elif source.get("file") in volume_by_path:
-                    pool, volume = volume_by_path[source.get("file")]
-                else:
-                    volume = source.get("file") or source.get("dev")
-            fmt = driver.get("type") if driver is not None else None
-            disks[dev] = {"pool": pool, "volume": volume, "format": fmt, "bus": bus}
+        kind, essence = _disk_essence(disk, volume_by_path)
+        (cdroms if kind == "cdrom" else disks)[target.get("dev", "")] = essence
 
-    graphics: dict[str, Any] = {}
     g = root.find("devices/graphics")
-    if g is not None:
-        listen = g.get("listen")
-        if listen is None:
-            listen_el = g.find("listen[@type='address']")
-            listen = listen_el.get("address") if listen_el is not None else None
-        autoport = g.get("autoport") == "yes"
-        port = g.get("port")
-        graphics = {
-            "type": g.get("type"),
-            "listen": listen,
-            "port": "auto" if autoport or port in (None, "-1") else int(port),
-        }
+    graphics = _graphics_essence(g) if g is not None else {}
+    interfaces = []
+    for el in root.findall("devices/interface"):
+        iface = _interface_essence(el)
+        iface.pop("type")
+        interfaces.append(iface)
 
     memory = _kib(root.find("memory"))
     current = _kib(root.find("currentMemory"))
@@ -185,4 +341,5 @@ def essence_of_element(root: ET.Element, volume_by_path: Mapping[str, tuple[str,
         "disks": disks,
         "cdroms": cdroms,
         "graphics": graphics,
+        "interfaces": interfaces,
     }

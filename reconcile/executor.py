@@ -28,7 +28,9 @@ class Host(Protocol):
     def start_domain(self, name: str) -> bool: ...
     def stop_domain(self, name: str, timeout: float, force: bool = False) -> str: ...
     def undefine_domain(self, name: str) -> bool: ...
+    def apply_live(self, name: str, ops: list[tuple]) -> list[str]: ...
     def ensure_pool(self, name: str, path: str) -> bool: ...
+    def ensure_network(self, name: str, xml: str) -> bool: ...
     def create_volume(self, pool_name: str, name: str, capacity: int, fmt: str) -> bool: ...
     def grow_volume(self, pool_name: str, name: str, capacity: int) -> bool: ...
     def delete_volume(self, pool_name: str, name: str) -> bool: ...
@@ -41,6 +43,9 @@ def run_action(host: Host, action: Action, force: bool = False) -> tuple[Status,
     if res is ResourceKind.POOL:
         changed = host.ensure_pool(p.name, p.path)
         return (Status.APPLIED, "") if changed else (Status.UNCHANGED, "already exists and is active")
+    if res is ResourceKind.NETWORK:
+        changed = host.ensure_network(action.name, p["xml"])
+        return (Status.APPLIED, "") if changed else (Status.UNCHANGED, "already exists, active and autostarted")
     if res is ResourceKind.VOLUME:
         if kind is ActionKind.CREATE:
             changed = host.create_volume(p["pool"], p["name"], p["capacity"], p["format"])
@@ -59,7 +64,8 @@ def run_action(host: Host, action: Action, force: bool = False) -> tuple[Status,
             return Status.APPLIED, ""
         if kind is ActionKind.UPDATE:
             host.define_domain(action.name, p["xml"], p["autostart"])
-            return Status.APPLIED, ""
+            done = host.apply_live(action.name, p["live"]) if p.get("live") else []
+            return Status.APPLIED, "; ".join(done)
         if kind is ActionKind.START:
             changed = host.start_domain(action.name)
             return (Status.APPLIED, "") if changed else (Status.UNCHANGED, "already running")

@@ -17,9 +17,9 @@ from collections.abc import Iterable, Iterator
 
 import libvirt
 
-from . import domxml
+from . import domxml, netxml
 from .errors import Conflict, HostError, HostUnavailable, InvalidRequest, NotFound, PermissionDenied
-from .model import Observed, ObservedDomain, ObservedPool, ObservedVolume
+from .model import Observed, ObservedDomain, ObservedNetwork, ObservedPool, ObservedVolume
 
 # libvirt prints every error to stderr by default; we report them ourselves.
 libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
@@ -102,8 +102,12 @@ class LibvirtHost:
 
     # -- observe ---------------------------------------------------------------------------
 
-    def observe(self, pools: Iterable[str] = (), volumes: Iterable[tuple[str, str]] = ()) -> Observed:
-        """Read the host. `pools` and `volumes` name what the specs care about beyond domains."""
+    def observe(self, pools: Iterable[str] = (), volumes: Iterable[tuple[str, str]] | None = ()) -> Observed:
+        """Read the host. `pools` and `volumes` name what the specs care about beyond domains.
+
+        `volumes=None` reads every volume of every active pool (export needs to know which
+        pool volume a disk's file is).
+        """
         conn = self.conn
         with wrapped("read the host"):
             all_domains = conn.listAllDomains(0)
@@ -126,8 +130,9 @@ class LibvirtHost:
             observed_pools[name] = ObservedPool(name, name in active_pools, root.findtext("target/path", ""))
             pool_objects[name] = pool
 
-        wanted = set(volumes)
-        wanted_pools = set(pools) | {p for p, _ in wanted}
+        every = volumes is None
+        wanted = set(volumes or ())
+        wanted_pools = set(observed_pools) if every else set(pools) | {p for p, _ in wanted}
         observed_volumes: dict[tuple[str, str], ObservedVolume] = {}
         for pool_name in sorted(wanted_pools):
             pool = pool_objects.get(pool_name)
@@ -136,7 +141,7 @@ class LibvirtHost:
             with wrapped(f"list volumes of pool {pool_name}"):
                 vols = pool.listAllVolumes(0)
             for vol in vols:
-                if (pool_name, vol.name()) not in wanted:
+                if not every and (pool_name, vol.name()) not in wanted:
                     continue
                 try:
                     observed_volumes[(pool_name, vol.name())] = _volume(pool_name, vol.name(), vol.XMLDesc(0))
@@ -157,11 +162,61 @@ class LibvirtHost:
             root = ET.fromstring(xml)
             essence = domxml.essence_of_element(root, by_path)
             essence["autostart"] = name in autostart
+            live = None
+            if name in active:
+                # The running domain's own XML: a deferred change shows as config != live.
+                try:
+                    live = domxml.essence_of_element(ET.fromstring(dom.XMLDesc(0)), by_path)
+                    live["autostart"] = essence["autostart"]
+                except libvirt.libvirtError as exc:
+                    if exc.get_error_code() not in (libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_ERR_OPERATION_INVALID):
+                        raise translate(exc, f"read domain {name}") from exc
             observed_domains[name] = ObservedDomain(
-                name=name, uuid=dom.UUIDString(), running=name in active, essence=essence,
-                ownership=domxml.read_ownership(root), xml=xml)
+                name=name, uuid=dom.UUIDString(), running=name in active and live is not None, essence=essence,
+                ownership=domxml.read_ownership(root), xml=xml, live_essence=live)
         return Observed(uri=self.uri, domains=observed_domains, pools=observed_pools, volumes=observed_volumes,
-                        machine_aliases=aliases)
+                        networks=self._networks(), machine_aliases=aliases)
+
+    def _networks(self) -> dict[str, ObservedNetwork]:
+        out: dict[str, ObservedNetwork] = {}
+        with wrapped("list networks"):
+            nets = self.conn.listAllNetworks(0)
+        for net in nets:
+            try:
+                try:
+                    xml = net.XMLDesc(libvirt.VIR_NETWORK_XML_INACTIVE)
+                except libvirt.libvirtError as exc:
+                    if exc.get_error_code() != libvirt.VIR_ERR_INVALID_ARG:
+                        raise
+                    xml = net.XMLDesc(0)  # drivers that know no inactive flag (the test driver)
+                out[net.name()] = ObservedNetwork(net.name(), bool(net.isActive()), bool(net.autostart()),
+                                                  netxml.essence_of(xml), netxml.owner_project(xml))
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() != libvirt.VIR_ERR_NO_NETWORK:
+                    raise translate(exc, f"read network {net.name()}") from exc
+        return out
+
+    # -- networks ----------------------------------------------------------------------------
+
+    def ensure_network(self, name: str, xml: str) -> bool:
+        """Define (if missing), start and mark autostart a network; False if it was all done."""
+        changed = False
+        try:
+            net = self.conn.networkLookupByName(name)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() != libvirt.VIR_ERR_NO_NETWORK:
+                raise translate(exc, f"look up network {name}") from exc
+            with wrapped(f"define network {name}"):
+                net = self.conn.networkDefineXML(xml)
+            changed = True
+        with wrapped(f"start network {name}"):
+            if not net.isActive():
+                net.create()
+                changed = True
+            if not net.autostart():
+                net.setAutostart(1)
+                changed = True
+        return changed
 
     # -- domains -----------------------------------------------------------------------------
 
@@ -187,6 +242,34 @@ class LibvirtHost:
         with wrapped(f"set autostart of domain {name}"):
             if bool(dom.autostart()) != autostart:
                 dom.setAutostart(1 if autostart else 0)
+
+    def apply_live(self, name: str, ops: list[tuple]) -> list[str]:
+        """Apply live-class changes to a running domain; says what it did (nothing if it is off)."""
+        dom = self._domain(name)
+        done: list[str] = []
+        if dom is None:
+            raise NotFound("no such domain", f"change running domain {name}")
+        with wrapped(f"change running domain {name}"):
+            if not dom.isActive():
+                return done
+            for op in ops:
+                if op[0] == "memory":
+                    dom.setMemoryFlags(op[1], libvirt.VIR_DOMAIN_AFFECT_LIVE)
+                    done.append(f"balloon set to {op[1]} KiB")
+                elif op[0] == "media":
+                    target, path = op[1], op[2]
+                    root = ET.fromstring(dom.XMLDesc(0))
+                    disk = next((d for d in root.findall("devices/disk")
+                                 if d.get("device") == "cdrom" and d.find(f"target[@dev='{target}']") is not None), None)
+                    if disk is None:
+                        continue
+                    for old in disk.findall("source"):
+                        disk.remove(old)
+                    disk.set("type", "file")
+                    ET.SubElement(disk, "source", {"file": path})
+                    dom.updateDeviceFlags(ET.tostring(disk, encoding="unicode"), libvirt.VIR_DOMAIN_AFFECT_LIVE)
+                    done.append(f"media in {target} changed")
+        return done
 
     def start_domain(self, name: str) -> bool:
         dom = self._domain(name)

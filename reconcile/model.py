@@ -60,6 +60,21 @@ class Cdrom:
 
 
 @dataclass(frozen=True)
+class Interface:
+    """A network interface on a libvirt network. A MAC left out is libvirt's to generate and keep."""
+
+    network: str
+    model: str = "virtio"
+    mac: str | None = None
+
+    def essence(self) -> dict[str, Any]:
+        out = {"network": self.network, "model": self.model}
+        if self.mac is not None:
+            out["mac"] = self.mac
+        return out
+
+
+@dataclass(frozen=True)
 class Graphics:
     type: str = "vnc"
     listen: str | None = None
@@ -86,9 +101,11 @@ class DomainSpec:
     disks: tuple[Disk, ...] = ()
     cdroms: tuple[Cdrom, ...] = ()
     graphics: Graphics | None = None
+    interfaces: tuple[Interface, ...] | None = None  # None: not managed
     autostart: bool = False
     state: State = State.RUNNING
     stop_timeout: float = DEFAULT_STOP_TIMEOUT
+    on_change: str = "defer"  # restart | defer: what a change that needs a restart does to a running domain
 
     def essence(self) -> dict[str, Any]:
         """The managed fields, in the same shape `domxml.essence_of` reads from live XML.
@@ -107,6 +124,7 @@ class DomainSpec:
             "disks": {d.target: d.essence() for d in self.disks},
             "cdroms": {c.target: c.essence() for c in self.cdroms},
             "graphics": self.graphics.essence() if self.graphics else {},
+            "interfaces": [i.essence() for i in self.interfaces] if self.interfaces is not None else None,
             "autostart": self.autostart,
         }
         return {k: v for k, v in out.items() if v is not None}
@@ -120,10 +138,30 @@ class PoolSpec:
 
 
 @dataclass(frozen=True)
+class NetworkSpec:
+    """A libvirt network: isolated (no forwarding) or NAT. Created if missing, never removed."""
+
+    name: str
+    origin: Origin
+    mode: str = "isolated"  # isolated | nat
+    bridge: str | None = None
+    ip: str | None = None
+    netmask: str | None = None
+    dhcp_start: str | None = None
+    dhcp_end: str | None = None
+
+    def essence(self) -> dict[str, Any]:
+        out = {"mode": self.mode, "bridge": self.bridge, "ip": self.ip, "netmask": self.netmask,
+               "dhcp_start": self.dhcp_start, "dhcp_end": self.dhcp_end}
+        return {k: v for k, v in out.items() if v is not None}
+
+
+@dataclass(frozen=True)
 class Desired:
     project: str
     domains: tuple[DomainSpec, ...] = ()
     pools: tuple[PoolSpec, ...] = ()
+    networks: tuple[NetworkSpec, ...] = ()
     files: tuple[str, ...] = ()
 
 
@@ -142,6 +180,9 @@ class Ownership:
     spec_file: str = ""
     spec_hash: str = ""
     volumes: tuple[VolumeRef, ...] = ()
+    # The essence (plus desired state) reconcile last applied: a field where the host differs
+    # from it, while the spec still asks for it, was changed behind reconcile's back (drift).
+    applied: dict[str, Any] | None = field(default=None, compare=False, hash=False)
 
 
 @dataclass(frozen=True)
@@ -149,9 +190,11 @@ class ObservedDomain:
     name: str
     uuid: str
     running: bool
-    essence: dict[str, Any]
+    essence: dict[str, Any]  # of the persistent config
     ownership: Ownership | None
     xml: str = field(default="", repr=False, compare=False)
+    # Of the running domain (None when shut off): differs from `essence` while a change waits for a restart.
+    live_essence: dict[str, Any] | None = None
 
     @property
     def managed(self) -> bool:
@@ -176,10 +219,20 @@ class ObservedPool:
 
 
 @dataclass(frozen=True)
+class ObservedNetwork:
+    name: str
+    active: bool
+    autostart: bool
+    essence: dict[str, Any]
+    owner_project: str | None = None
+
+
+@dataclass(frozen=True)
 class Observed:
     uri: str
     domains: dict[str, ObservedDomain] = field(default_factory=dict)
     pools: dict[str, ObservedPool] = field(default_factory=dict)
+    networks: dict[str, ObservedNetwork] = field(default_factory=dict)
     volumes: dict[tuple[str, str], ObservedVolume] = field(default_factory=dict)
     # Machine type aliases the hypervisor resolves, e.g. ("x86_64", "pc") -> "pc-i440fx-7.2".
     machine_aliases: dict[tuple[str, str], str] = field(default_factory=dict)
@@ -201,17 +254,33 @@ class ActionKind(str, enum.Enum):
 
 class ResourceKind(str, enum.Enum):
     POOL = "pool"
+    NETWORK = "network"
     VOLUME = "volume"
     DOMAIN = "domain"
 
 
+class ChangeClass(str, enum.Enum):
+    """How a change reaches a running domain; decided by the planner, shown per change."""
+
+    LIVE = "live"            # applied to the running domain at once, and to its config
+    NEXT_BOOT = "next-boot"  # config changed; the running domain picks it up when it next boots
+    RESTART = "restart"      # config changed; needs a stop and a start to take effect
+    RECREATE = "recreate"    # identity-level: the domain or a disk is replaced; refused unless allowed
+
+
 @dataclass(frozen=True)
 class Change:
-    """One field that differs: `before` is what the host has, `after` what the spec wants."""
+    """One field that differs: `before` is what the host has, `after` what the spec wants.
+
+    `drift` says the host moved away from what reconcile last applied while the spec stayed
+    the same: someone changed it behind reconcile's back.
+    """
 
     path: str
     before: Any
     after: Any
+    klass: ChangeClass | None = None
+    drift: bool = False
 
 
 @dataclass(frozen=True)
@@ -241,11 +310,26 @@ class Note:
 
 
 @dataclass(frozen=True)
+class Pending:
+    """A running domain whose config is ahead of what it runs: `before` live, `after` config."""
+
+    name: str
+    reason: str
+    changes: tuple[Change, ...] = ()
+
+
+@dataclass(frozen=True)
 class Plan:
     project: str
     uri: str
     actions: tuple[Action, ...] = ()
     notes: tuple[Note, ...] = ()
+    # Changes already in a running domain's config that wait for its restart (on_change: defer).
+    pending: tuple[Pending, ...] = ()
+
+    @property
+    def drift(self) -> bool:
+        return any(c.drift for a in self.actions for c in a.changes)
 
     @property
     def refusals(self) -> tuple[Note, ...]:

@@ -31,7 +31,7 @@ def _value(path: str, value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, list):
-        return "[" + ", ".join(str(v) for v in value) + "]"
+        return "[" + ", ".join(_value(path, v) for v in value) + "]"
     if isinstance(value, dict):
         return "{" + ", ".join(f"{k}: {_value(k, v)}" for k, v in value.items()) + "}"
     return str(value)
@@ -45,6 +45,16 @@ def change_line(change: Change) -> str:
     return f"{change.path}: {_value(change.path, change.before)} -> {_value(change.path, change.after)}"
 
 
+def change_text(change: Change) -> str:
+    """A change line with its class, and a drift mark when the host moved on its own."""
+    line = change_line(change)
+    if change.klass is not None:
+        line += f"  [{change.klass.value}]"
+    if change.drift:
+        line += "  (drift: changed outside reconcile)"
+    return line
+
+
 def plan_text(plan: Plan, verbose: bool = False) -> str:
     lines = [f"Plan for project '{plan.project}' on {plan.uri}:"]
     for action in plan.actions:
@@ -52,26 +62,36 @@ def plan_text(plan: Plan, verbose: bool = False) -> str:
         if action.resource is ResourceKind.VOLUME and action.kind is ActionKind.CREATE:
             continue  # the reason already says size and format
         for change in action.changes:
-            lines.append(f"      {change_line(change)}")
+            lines.append(f"      {change_text(change)}")
+    for pending in plan.pending:
+        lines.append(f"  * pending domain {pending.name}  ({pending.reason})")
+        for change in pending.changes:
+            lines.append(f"      {change_text(change)}")
     for note in plan.notes:
         if note.refused:
             lines.append(f"  ! refuse {note.resource.value} {note.name}: {note.message}")
-        elif verbose or note.message.startswith("orphaned"):
+        elif verbose or note.message.startswith(("orphaned", "unmanaged")) or " differs (" in note.message:
             lines.append(f"  = {note.resource.value} {note.name}: {note.message}")
     lines.append(plan_summary(plan))
     return "\n".join(lines)
 
 
 def plan_summary(plan: Plan) -> str:
+    waiting = ""
+    if plan.pending:
+        n = len(plan.pending)
+        waiting = f" {n} domain{'s' if n != 1 else ''} pending a restart."
     if plan.empty and not plan.refusals:
         converged = sum(1 for n in plan.notes if not n.refused)
-        return f"No changes. The host matches the specs ({converged} resource{'s' if converged != 1 else ''} checked)."
+        return f"No changes. The host matches the specs ({converged} resource{'s' if converged != 1 else ''} checked).{waiting}"
     counts = Counter(a.kind for a in plan.actions)
     parts = [f"{counts.get(k, 0)} to {k.value}" for k in ActionKind]
     text = "Plan: " + ", ".join(parts) + "."
+    if plan.drift:
+        text += " Drift: the host was changed outside reconcile."
     if plan.refusals:
         text += f" {len(plan.refusals)} refused."
-    return text
+    return text + waiting
 
 
 def result_line(result) -> str:
@@ -91,15 +111,19 @@ def apply_recap(result: ApplyResult) -> str:
 
 
 def _change_json(change: Change) -> dict[str, Any]:
-    return {"path": change.path, "before": change.before, "after": change.after}
+    return {"path": change.path, "before": change.before, "after": change.after,
+            "class": change.klass.value if change.klass else None, "drift": change.drift}
 
 
 def plan_json(plan: Plan) -> dict[str, Any]:
+    """The plan as a document valid against schemas/plan.schema.json."""
     return {
         "format_version": FORMAT_VERSION,
+        "kind": "plan",
         "project": plan.project,
         "uri": plan.uri,
         "changes_pending": not plan.empty,
+        "drift": plan.drift,
         "actions": [
             {
                 "id": a.id,
@@ -116,14 +140,22 @@ def plan_json(plan: Plan) -> dict[str, Any]:
             {"resource": n.resource.value, "name": n.name, "message": n.message, "refused": n.refused}
             for n in plan.notes
         ],
+        "pending": [
+            {"resource": "domain", "name": p.name, "reason": p.reason, "changes": [_change_json(c) for c in p.changes]}
+            for p in plan.pending
+        ],
     }
 
 
 def apply_json(result: ApplyResult) -> dict[str, Any]:
     doc = plan_json(result.plan)
+    doc["kind"] = "apply"
     doc["results"] = [
         {
             "id": r.action.id,
+            "action": r.action.kind.value,
+            "resource": r.action.resource.value,
+            "name": r.action.name,
             "status": r.status.value,
             "message": r.message,
             "started": r.started,

@@ -18,7 +18,8 @@ import jsonschema
 import yaml
 
 from .errors import Diagnostic, SpecError
-from .model import DEFAULT_STOP_TIMEOUT, Cdrom, Desired, Disk, DomainSpec, Graphics, Origin, PoolSpec, State
+from .model import (DEFAULT_STOP_TIMEOUT, Cdrom, Desired, Disk, DomainSpec, Graphics, Interface, NetworkSpec, Origin,
+                    PoolSpec, State)
 from .units import parse_size
 
 SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
@@ -52,7 +53,7 @@ class SpecFile:
 
     def resource_name(self, path: Iterable[Any]) -> str:
         key = tuple(path)
-        if len(key) >= 2 and key[0] in ("domains", "pools") and isinstance(self.data, dict):
+        if len(key) >= 2 and key[0] in ("domains", "pools", "networks") and isinstance(self.data, dict):
             items = self.data.get(key[0])
             if isinstance(items, list) and isinstance(key[1], int) and key[1] < len(items):
                 item = items[key[1]]
@@ -69,7 +70,7 @@ class SpecFile:
 def field_path(path: Path_) -> str:
     """`('domains', 0, 'disks', 1, 'size')` -> `disks[1].size` (the resource is named apart)."""
     parts = list(path)
-    if len(parts) >= 2 and parts[0] in ("domains", "pools") and isinstance(parts[1], int):
+    if len(parts) >= 2 and parts[0] in ("domains", "pools", "networks") and isinstance(parts[1], int):
         parts = parts[2:]
     out = ""
     for p in parts:
@@ -279,6 +280,8 @@ def _build(files: list[SpecFile], problems: list[Diagnostic], project: str | Non
         project = (first if first.is_dir() else first.parent).resolve().name or "default"
 
     pools: list[PoolSpec] = []
+    networks: list[NetworkSpec] = []
+    seen_network: dict[str, str] = {}
     domains: list[DomainSpec] = []
     seen_pool: dict[str, str] = {}
     seen_domain: dict[str, str] = {}
@@ -291,6 +294,19 @@ def _build(files: list[SpecFile], problems: list[Diagnostic], project: str | Non
                 continue
             seen_pool[item["name"]] = str(where)
             pools.append(PoolSpec(name=item["name"], path=os.path.normpath(item["path"]), origin=where))
+        for i, item in enumerate(f.data.get("networks", [])):
+            where = Origin(f.path, *f.mark(("networks", i)))
+            if item["name"] in seen_network:
+                problems.append(f.diag(("networks", i, "name"), f"network {item['name']!r} is declared twice (also at {seen_network[item['name']]})"))
+                continue
+            seen_network[item["name"]] = str(where)
+            if "dhcp" in item and "ip" not in item:
+                problems.append(f.diag(("networks", i, "dhcp"), "a DHCP range needs the network's own address; add 'ip'"))
+                continue
+            dhcp = item.get("dhcp") or {}
+            networks.append(NetworkSpec(name=item["name"], origin=where, mode=item.get("mode", "isolated"),
+                                        bridge=item.get("bridge"), ip=item.get("ip"), netmask=item.get("netmask"),
+                                        dhcp_start=dhcp.get("start"), dhcp_end=dhcp.get("end")))
         for i, item in enumerate(f.data.get("domains", [])):
             where = Origin(f.path, *f.mark(("domains", i)))
             name = item["name"]
@@ -301,7 +317,8 @@ def _build(files: list[SpecFile], problems: list[Diagnostic], project: str | Non
             domain = _domain(f, i, item, where, problems, seen_volume)
             if domain is not None:
                 domains.append(domain)
-    return Desired(project=project, domains=tuple(domains), pools=tuple(pools), files=tuple(f.path for f in files))
+    return Desired(project=project, domains=tuple(domains), pools=tuple(pools), networks=tuple(networks),
+                   files=tuple(f.path for f in files))
 
 
 def _domain(f: SpecFile, i: int, item: dict[str, Any], where: Origin, problems: list[Diagnostic],
@@ -379,6 +396,15 @@ def _domain(f: SpecFile, i: int, item: dict[str, Any], where: Origin, problems: 
         port = g.get("port", "auto")
         graphics = Graphics(type=g.get("type", "vnc"), listen=g.get("listen"), port=None if port == "auto" else port)
 
+    interfaces = None
+    if "interfaces" in item:
+        interfaces = tuple(Interface(network=n["network"], model=n.get("model", "virtio"),
+                                     mac=n["mac"].lower() if "mac" in n else None) for n in item["interfaces"])
+        macs = [n.mac for n in interfaces if n.mac]
+        for j, n in enumerate(interfaces):
+            if n.mac and macs.count(n.mac) > 1:
+                problems.append(f.diag(base + ("interfaces", j, "mac"), f"MAC {n.mac} is used twice in this domain"))
+
     if len(problems) > before or memory is None:
         return None
     return DomainSpec(
@@ -394,7 +420,9 @@ def _domain(f: SpecFile, i: int, item: dict[str, Any], where: Origin, problems: 
         disks=tuple(disks),
         cdroms=tuple(cdroms),
         graphics=graphics,
+        interfaces=interfaces,
         autostart=item.get("autostart", False),
+        on_change=item.get("on_change", "defer"),
         state=State(item.get("state", "running")),
         stop_timeout=float(item.get("stop_timeout", DEFAULT_STOP_TIMEOUT)),
     )
@@ -405,3 +433,8 @@ def item_at(item: dict[str, Any], path: Path_) -> Any:
     for p in path:
         value = value[p]
     return value
+
+
+def dump(doc: dict[str, Any]) -> str:
+    """A spec document as YAML, keys in the order given (export writes them as a person would)."""
+    return yaml.safe_dump(doc, sort_keys=False, default_flow_style=None, width=100)

@@ -16,7 +16,7 @@ import yaml
 
 from reconcile import planner, specs
 from reconcile.model import Observed, ObservedDomain, ObservedPool, ObservedVolume, Ownership, VolumeRef
-from reconcile.render import change_line
+from reconcile.render import change_line, change_text
 from reconcile.units import parse_size
 
 CASES = sorted((Path(__file__).parent / "planner" / "cases").glob("*.yaml"))
@@ -37,8 +37,17 @@ def observed_from(data: dict, desired) -> Observed:
         ownership = None if owner is None else Ownership(
             project=owner["project"],
             volumes=tuple(VolumeRef(v["pool"], v["name"], v.get("keep", False)) for v in owner.get("volumes", [])))
+        if ownership is not None and "applied" in (owner or {}):
+            applied = copy.deepcopy(wanted[d["like"]].essence()) if owner["applied"] == "like" else owner["applied"]
+            ownership = Ownership(project=ownership.project, volumes=ownership.volumes, applied=applied)
+        live = None
+        if d.get("running", True):
+            live = copy.deepcopy(essence)
+            for key, value in (d.get("live") or {}).items():
+                live[key] = value
         domains[d["name"]] = ObservedDomain(name=d["name"], uuid=d.get("uuid", "00000000-0000-0000-0000-000000000001"),
-                                            running=d.get("running", True), essence=essence, ownership=ownership)
+                                            running=d.get("running", True), essence=essence, ownership=ownership,
+                                            live_essence=live)
     pools = {p["name"]: ObservedPool(p["name"], p.get("active", True), p.get("path", "/x")) for p in data.get("pools", [])}
     volumes = {(v["pool"], v["name"]): ObservedVolume(v["pool"], v["name"], parse_size(v["capacity"]), 0,
                                                       v.get("format", "qcow2"), f"/x/{v['name']}")
@@ -54,10 +63,11 @@ def test_planner_case(case_file: Path, tmp_path: Path) -> None:
     spec_file.write_text(case["specs"])
     desired = specs.load([str(spec_file)])
     observed = observed_from(case.get("observed") or {}, desired)
+    options = planner.Options(prune=case.get("prune", False), **(case.get("options") or {}))
     if case.get("destroy"):
         plan = planner.plan_destroy(desired, observed)
     else:
-        plan = planner.plan(desired, observed, prune=case.get("prune", False))
+        plan = planner.plan(desired, observed, options=options)
 
     expect = case["expect"]
     got = [f"{a.kind.glyph} {a.resource.value} {a.name}" for a in plan.actions]
@@ -66,6 +76,11 @@ def test_planner_case(case_file: Path, tmp_path: Path) -> None:
     for label, lines in (expect.get("changes") or {}).items():
         action = next(a for a in plan.actions if f"{a.kind.glyph} {a.resource.value} {a.name}" == label)
         assert [change_line(c) for c in action.changes] == lines, f"changes of {label}"
+    for label, lines in (expect.get("changes_with_class") or {}).items():
+        action = next(a for a in plan.actions if f"{a.kind.glyph} {a.resource.value} {a.name}" == label)
+        assert [change_text(c) for c in action.changes] == lines, f"changes of {label}"
+    got_pending = {p.name: [change_text(c) for c in p.changes] for p in plan.pending}
+    assert got_pending == (expect.get("pending") or {}), "pending"
 
     notes = [f"{'!' if n.refused else '='} {n.resource.value} {n.name}: {n.message}" for n in plan.notes]
     for wanted in expect.get("notes", []):
@@ -73,5 +88,5 @@ def test_planner_case(case_file: Path, tmp_path: Path) -> None:
     assert len(plan.refusals) == expect.get("refusals", 0), notes
 
     # The planner is a pure function: the same inputs give the same plan.
-    again = planner.plan(desired, observed, prune=case.get("prune", False)) if not case.get("destroy") else planner.plan_destroy(desired, observed)
+    again = planner.plan(desired, observed, options=options) if not case.get("destroy") else planner.plan_destroy(desired, observed)
     assert again == plan

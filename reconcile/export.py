@@ -1,0 +1,84 @@
+"""Existing domains as spec data (essence -> spec), so a hand-made lab can come under management.
+
+Pure: it reads an `Observed` and returns plain data that `specs.dump` writes as YAML. What it
+writes is exactly what the host has, so planning the exported spec right away finds nothing
+to change. What the spec language cannot say (a disk that is no pool volume, an empty cdrom
+drive, an interface on a host bridge) is an error naming the domain and the device.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import ReconcileError
+from .model import Observed
+
+
+def size_text(n: int) -> str:
+    """Bytes as the largest exact binary unit, so the spec reads like a person wrote it."""
+    for unit, factor in (("TiB", 1024**4), ("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if n and n % factor == 0:
+            return f"{n // factor}{unit}"
+    return f"{n}B"
+
+
+def export(observed: Observed, names: list[str], project: str | None = None) -> dict[str, Any]:
+    doc: dict[str, Any] = {}
+    if project:
+        doc["project"] = project
+    doc["domains"] = [export_domain(observed, name) for name in names]
+    return doc
+
+
+def export_domain(observed: Observed, name: str) -> dict[str, Any]:
+    dom = observed.domains[name]
+    e = dom.essence
+
+    def fail(what: str) -> ReconcileError:
+        return ReconcileError(f"domain {name}: {what}; the spec language cannot say that, so it is not exported")
+
+    out: dict[str, Any] = {"name": name, "type": e["type"], "arch": e["arch"]}
+    if e.get("machine"):
+        out["machine"] = e["machine"]
+    out["memory"] = size_text(e["memory"] * 1024)
+    if e.get("current_memory") not in (None, e["memory"]):
+        out["current_memory"] = size_text(e["current_memory"] * 1024)
+    out["vcpus"] = e["vcpus"]
+    if e.get("boot"):
+        out["boot"] = list(e["boot"])
+    disks = []
+    for target, d in e.get("disks", {}).items():
+        if d.get("pool") is None:
+            raise fail(f"disk {target} is {d.get('volume')}, which is in no storage pool (define a pool for its "
+                       "directory, e.g. under 'pools', and export again)")
+        vol = observed.volumes.get((d["pool"], d["volume"]))
+        if vol is None:
+            raise fail(f"disk {target} names volume {d['pool']}/{d['volume']}, which does not exist")
+        disks.append({"name": d["volume"], "pool": d["pool"], "size": size_text(vol.capacity),
+                      "format": d.get("format") or vol.format, "target": target, "bus": d["bus"]})
+    if disks:
+        out["disks"] = disks
+    cdroms = []
+    for target, c in e.get("cdroms", {}).items():
+        if not c.get("path"):
+            raise fail(f"cdrom drive {target} is empty")
+        cdroms.append({"path": c["path"], "target": target, "bus": c["bus"]})
+    if cdroms:
+        out["cdroms"] = cdroms
+    interfaces = []
+    for i, n in enumerate(e.get("interfaces", [])):
+        if n.get("network") is None:
+            raise fail(f"interface {i + 1} is not on a libvirt network")
+        iface = {"network": n["network"]}
+        if n.get("mac"):
+            iface["mac"] = n["mac"]
+        if n.get("model"):
+            iface["model"] = n["model"]
+        interfaces.append(iface)
+    out["interfaces"] = interfaces
+    g = e.get("graphics") or {}
+    if g:
+        out["graphics"] = {k: g[k] for k in ("type", "listen", "port") if g.get(k) is not None}
+    out["autostart"] = bool(e.get("autostart"))
+    out["state"] = "running" if dom.running else "stopped"
+    return out
