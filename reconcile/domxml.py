@@ -83,7 +83,6 @@ def _child(parent: ET.Element, tag: str, index: int | None = None) -> ET.Element
 
 
 def _apply_spec(dom: ET.Element, spec: DomainSpec, owner: Ownership, by_path: Mapping[str, tuple[str, str]]) -> None:
-    dom.set("type", spec.type)
     metadata = _child(dom, "metadata", 2)
     for old in metadata.findall(_Q + "owner"):
         metadata.remove(old)
@@ -99,6 +98,15 @@ def _apply_spec(dom: ET.Element, spec: DomainSpec, owner: Ownership, by_path: Ma
 
     os_el = _child(dom, "os")
     os_type = _child(os_el, "type", 0)
+    if os_type.get("arch") not in (None, spec.arch) or dom.get("type") != spec.type:
+        # Another architecture or hypervisor: libvirt picks the emulator (and, unless the spec
+        # names one, the machine type) for it again.
+        devices = dom.find("devices")
+        for emulator in devices.findall("emulator") if devices is not None else ():
+            devices.remove(emulator)
+        if os_type.get("arch") not in (None, spec.arch):
+            os_type.attrib.pop("machine", None)
+    dom.set("type", spec.type)
     os_type.text = "hvm"
     os_type.set("arch", spec.arch)
     if spec.machine:
@@ -206,6 +214,12 @@ def _apply_graphics(devices: ET.Element, spec: DomainSpec) -> None:
     for el in existing:
         if el is not keep:
             devices.remove(el)
+    if keep is None and not (want and want["type"] == "spice"):
+        # What libvirt added for a SPICE console goes with it; it adds its own again if needed.
+        for el in list(devices):
+            if (el.tag == "audio" and el.get("type") == "spice") or (
+                    el.tag in ("channel", "redirdev") and el.get("type") == "spicevmc"):
+                devices.remove(el)
     if want is None or keep is not None:
         return
     g = spec.graphics

@@ -53,7 +53,7 @@ class Options:
 def _order(action: Action) -> tuple:
     phase = _PHASE[(action.resource, action.kind)]
     if isinstance(action.payload, dict) and action.payload.get("replace"):
-        phase = 2.5  # a replaced volume goes before its successor is created
+        phase = 2.5  # a replaced volume goes after its domain's redefinition, before its successor is created
     return (phase, action.name)
 
 
@@ -282,7 +282,10 @@ def _plan_domain(spec: DomainSpec, desired: Desired, observed: Observed, waits: 
             # What the running domain has, against what the spec wants: live-class fields are
             # corrected at once; other differences already in the config wait for a restart.
             config_paths = {c.path for c in changes}
-            for c in _classified(diff.changes(want, have.live_essence, recorded), want, have.live_essence):
+            # The running memory is what the guest's balloon driver reached, not what was asked
+            # for: a guest without the driver never gets there, so it cannot be compared.
+            live = dict(have.live_essence, current_memory=have.essence.get("current_memory"))
+            for c in _classified(diff.changes(want, live, recorded), want, live):
                 if c.path in config_paths:
                     continue
                 if c.klass is ChangeClass.LIVE:
@@ -320,7 +323,7 @@ def _plan_domain(spec: DomainSpec, desired: Desired, observed: Observed, waits: 
                                    "(on_change: defer; apply --restart restarts it)", merged))
 
         if changes:
-            reason = f"{len(changes)} field{'s' if len(changes) != 1 else ''} differ"
+            reason = f"{len(changes)} field{'s differ' if len(changes) != 1 else ' differs'}"
             if adopting:
                 reason = "adopt: add reconcile's ownership record; " + reason
             if any(c.drift for c in changes):
@@ -349,7 +352,7 @@ def _plan_domain(spec: DomainSpec, desired: Desired, observed: Observed, waits: 
             gone = Action(ActionKind.DESTROY, ResourceKind.VOLUME, label,
                           f"disk {disk.target} of {spec.name}: replaced by a {disk.format} volume (recreate; its data is lost)",
                           changes=(Change("format", vol.format, disk.format, ChangeClass.RECREATE),),
-                          depends_on=stop_id, payload={"pool": disk.pool, "name": disk.volume, "replace": True})
+                          depends_on=define_id, payload={"pool": disk.pool, "name": disk.volume, "replace": True})
             actions.append(gone)
             deps = deps + (gone.id,)
             vol = None

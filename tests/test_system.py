@@ -140,25 +140,33 @@ def test_destroy_removes_domains_and_owned_volumes_but_keeps_kept(lab):
     assert "No changes." in again.stdout
 
 
-def test_unmanaged_domain_is_refused_and_left_alone(lab):
+def test_unmanaged_domain_is_reported_then_adopted(lab):
     name = lab.dom("byhand")
     lab.conn.defineXML(f"<domain type='{DOMAIN_TYPE}'><name>{name}</name><memory unit='MiB'>64</memory>"
                        "<os><type arch='x86_64'>hvm</type></os></domain>")
+    uuid = lab.conn.lookupByName(name).UUIDString()
     lab.spec("byhand.yaml", f"""
         domains:
           - name: {name}
             type: {DOMAIN_TYPE}
             memory: 128MiB
+            state: stopped
         """)
-    plan = lab.cli("plan")
-    assert plan.returncode == 1
-    assert f"! refuse domain {name}: exists on the host and is not managed by reconcile" in plan.stdout
-    applied = lab.cli("apply")
-    assert applied.returncode == 1
-    assert "not managed by reconcile" in applied.stderr
-    assert "Traceback" not in applied.stderr
+    applied = lab.cli("apply", check=0)
+    assert f"= domain {name}: unmanaged (exists)" in applied.stdout
+    plan = lab.cli("plan", "--detailed-exitcode", check=0)
+    assert f"= domain {name}: unmanaged (exists)" in plan.stdout
+    assert lab.conn.lookupByName(name).maxMemory() == 64 * 1024  # left alone without --adopt
+
+    adopt = lab.cli("plan", "--adopt", "--detailed-exitcode", check=2)
+    assert f"~ update domain {name}  (adopt: add reconcile's ownership record" in adopt.stdout
+    assert "memory: 64MiB -> 128MiB  [restart]" in adopt.stdout
+    lab.cli("apply", "--adopt", check=0)
     dom = lab.conn.lookupByName(name)
-    assert dom.maxMemory() == 64 * 1024 and not dom.isActive()
+    assert dom.maxMemory() == 128 * 1024 and not dom.isActive()
+    assert dom.UUIDString() == uuid
+    assert "reconcile:owner" in dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+    lab.cli("plan", "--detailed-exitcode", check=0)
 
 
 def test_libvirt_refusal_is_a_message_not_a_traceback(lab):
