@@ -48,6 +48,8 @@ def change_line(change: Change) -> str:
 def change_text(change: Change) -> str:
     """A change line with its class, and a drift mark when the host moved on its own."""
     line = change_line(change)
+    if change.klass is not None and change.before is None and change.after is not None:
+        line = f"{change.path}: (none) -> {_value(change.path, change.after)}"  # something the host lacks
     if change.klass is not None:
         line += f"  [{change.klass.value}]"
     if change.drift:
