@@ -93,8 +93,12 @@ def _apply_spec(dom: ET.Element, spec: DomainSpec, owner: Ownership, by_path: Ma
         el.attrib = {"unit": "KiB"}
         el.text = str(kib)
     vcpu = _child(dom, "vcpu")
-    vcpu.attrib.pop("current", None)
-    vcpu.text = str(spec.vcpus)
+    maximum = spec.max_vcpus if spec.max_vcpus is not None else max(spec.vcpus, int(vcpu.text or 0))
+    vcpu.text = str(maximum)
+    if spec.vcpus < maximum:
+        vcpu.set("current", str(spec.vcpus))  # the rest can be plugged in while it runs
+    else:
+        vcpu.attrib.pop("current", None)
 
     os_el = _child(dom, "os")
     os_type = _child(os_el, "type", 0)
@@ -350,7 +354,8 @@ def essence_of_element(root: ET.Element, volume_by_path: Mapping[str, tuple[str,
         "machine": os_type.get("machine") if os_type is not None else None,
         "memory": memory,
         "current_memory": current if current is not None else memory,
-        "vcpus": int(vcpu.text) if vcpu is not None and vcpu.text else None,
+        "vcpus": int(vcpu.get("current") or vcpu.text) if vcpu is not None and vcpu.text else None,
+        "max_vcpus": int(vcpu.text) if vcpu is not None and vcpu.text else None,
         "boot": [b.get("dev") for b in root.findall("os/boot")],
         "disks": disks,
         "cdroms": cdroms,

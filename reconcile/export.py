@@ -44,6 +44,8 @@ def export_domain(observed: Observed, name: str) -> dict[str, Any]:
     if e.get("current_memory") not in (None, e["memory"]):
         out["current_memory"] = size_text(e["current_memory"] * 1024)
     out["vcpus"] = e["vcpus"]
+    if e.get("max_vcpus") not in (None, e["vcpus"]):
+        out["max_vcpus"] = e["max_vcpus"]
     if e.get("boot"):
         out["boot"] = list(e["boot"])
     disks = []

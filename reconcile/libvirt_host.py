@@ -253,7 +253,10 @@ class LibvirtHost:
             if not dom.isActive():
                 return done
             for op in ops:
-                if op[0] == "memory":
+                if op[0] == "vcpus":
+                    dom.setVcpusFlags(op[1], libvirt.VIR_DOMAIN_AFFECT_LIVE)
+                    done.append(f"{op[1]} vcpus plugged in")
+                elif op[0] == "memory":
                     dom.setMemoryFlags(op[1], libvirt.VIR_DOMAIN_AFFECT_LIVE)
                     done.append(f"balloon set to {op[1]} KiB")
                 elif op[0] == "media":

@@ -106,6 +106,7 @@ class DomainSpec:
     state: State = State.RUNNING
     stop_timeout: float = DEFAULT_STOP_TIMEOUT
     on_change: str = "defer"  # restart | defer: what a change that needs a restart does to a running domain
+    max_vcpus: int | None = None  # None: not managed (vcpus is the maximum for a new domain)
 
     def essence(self) -> dict[str, Any]:
         """The managed fields, in the same shape `domxml.essence_of` reads from live XML.
@@ -120,6 +121,7 @@ class DomainSpec:
             "memory": self.memory,
             "current_memory": self.current_memory if self.current_memory is not None else self.memory,
             "vcpus": self.vcpus,
+            "max_vcpus": self.max_vcpus,
             "boot": list(self.boot) if self.boot is not None else None,
             "disks": {d.target: d.essence() for d in self.disks},
             "cdroms": {c.target: c.essence() for c in self.cdroms},

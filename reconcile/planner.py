@@ -167,6 +167,12 @@ def _classify(change: Change, want: dict, have: dict) -> ChangeClass:
         # The balloon moves within the maximum the domain was started with.
         within = want.get("memory") == have.get("memory") and (change.after or 0) <= (have.get("memory") or 0)
         return ChangeClass.LIVE if within else ChangeClass.RESTART
+    if top == "vcpus":
+        # Plugging in vcpus up to the maximum works on a running domain; taking them away
+        # needs the guest to let go of them, so that waits for a restart.
+        within = want.get("max_vcpus", have.get("max_vcpus")) == have.get("max_vcpus")
+        grows = (change.after or 0) > (change.before or 0)
+        return ChangeClass.LIVE if within and grows and change.after <= (have.get("max_vcpus") or 0) else ChangeClass.RESTART
     if top == "cdroms" and path.endswith(".path"):
         return ChangeClass.LIVE  # a media change in a drive that stays
     if top == "boot":
@@ -186,6 +192,8 @@ def _live_ops(changes: Iterable[Change]) -> list[tuple]:
             continue
         if c.path == "current_memory":
             ops.append(("memory", c.after))
+        elif c.path == "vcpus":
+            ops.append(("vcpus", c.after))
         elif c.path.startswith("cdroms[") and c.path.endswith(".path"):
             ops.append(("media", c.path[len("cdroms["):c.path.index("]")], c.after))
     return ops
@@ -295,7 +303,7 @@ def _plan_domain(spec: DomainSpec, desired: Desired, observed: Observed, waits: 
         changes = sorted(changes + live_only, key=lambda c: c.path)
         recreate = [c for c in changes if c.klass is ChangeClass.RECREATE]
         if recreate and not options.allow_recreate:
-            what = ", ".join(f"{c.path} {c.before} -> {c.after}" for c in recreate)
+            what = ", ".join(f"{c.path}: {c.before} -> {c.after}" for c in recreate)
             notes.append(Note(ResourceKind.DOMAIN, spec.name,
                               f"{what} needs the domain recreated"
                               + (" and its disk replaced, which loses the disk's data" if reformat else "")

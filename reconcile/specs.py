@@ -396,6 +396,9 @@ def _domain(f: SpecFile, i: int, item: dict[str, Any], where: Origin, problems: 
         port = g.get("port", "auto")
         graphics = Graphics(type=g.get("type", "vnc"), listen=g.get("listen"), port=None if port == "auto" else port)
 
+    if "max_vcpus" in item and item["max_vcpus"] < item.get("vcpus", 1):
+        problems.append(f.diag(base + ("max_vcpus",), f"{item['max_vcpus']} is less than vcpus ({item.get('vcpus', 1)}); "
+                               "expected at least vcpus"))
     interfaces = None
     if "interfaces" in item:
         interfaces = tuple(Interface(network=n["network"], model=n.get("model", "virtio"),
@@ -423,6 +426,7 @@ def _domain(f: SpecFile, i: int, item: dict[str, Any], where: Origin, problems: 
         interfaces=interfaces,
         autostart=item.get("autostart", False),
         on_change=item.get("on_change", "defer"),
+        max_vcpus=item.get("max_vcpus"),
         state=State(item.get("state", "running")),
         stop_timeout=float(item.get("stop_timeout", DEFAULT_STOP_TIMEOUT)),
     )

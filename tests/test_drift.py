@@ -108,6 +108,41 @@ def test_drift_made_with_virsh_is_named_and_corrected(lab):
     assert "pending" not in after.stdout, after.stdout
 
 
+def test_live_changes_reach_the_running_domain_without_restart(lab):
+    name = lab.dom("live")
+    iso1, iso2 = make_iso(lab, "live1"), make_iso(lab, "live2")
+    spec = f"""
+        domains:
+          - name: {name}
+            type: {DOMAIN_TYPE}
+            memory: 128MiB
+            current_memory: 96MiB
+            vcpus: 1
+            max_vcpus: 2
+            cdroms: [{{path: {iso1}}}]
+            autostart: false
+            stop_timeout: 1
+        """
+    lab.spec("live.yaml", spec)
+    lab.cli("apply", check=0)
+    dom = lab.conn.lookupByName(name)
+    qemu_id = dom.ID()
+    lab.spec("live.yaml", spec.replace("96MiB", "128MiB").replace("vcpus: 1", "vcpus: 2").replace(iso1, iso2)
+             .replace("autostart: false", "autostart: true"))
+    plan = lab.cli("plan", "--detailed-exitcode", check=2)
+    for line in ("autostart: false -> true  [live]", f"cdroms[sda].path: {iso1} -> {iso2}  [live]",
+                 "current_memory: 96MiB -> 128MiB  [live]", "vcpus: 1 -> 2  [live]"):
+        assert line in plan.stdout, plan.stdout
+    assert "next restart" not in plan.stdout and "< stop" not in plan.stdout
+    lab.cli("apply", check=0)
+    dom = lab.conn.lookupByName(name)
+    assert dom.ID() == qemu_id, "the domain was not restarted"
+    assert dom.vcpusFlags(libvirt.VIR_DOMAIN_AFFECT_LIVE) == 2
+    assert iso2 in dom.XMLDesc(0) and dom.autostart()
+    after = lab.cli("plan", "--detailed-exitcode", check=0)
+    assert "pending" not in after.stdout, after.stdout
+
+
 def test_deferred_change_is_pending_until_restart(lab):
     name = lab.dom("defer")
     spec = f"""

@@ -61,6 +61,7 @@ def matrix(lab, net: str, iso1: str, iso2: str, variant: int) -> str:
             memory: {'128MiB' if a else '160MiB'}
             current_memory: {'96MiB' if a else '128MiB'}
             vcpus: {1 if a else 2}
+            max_vcpus: {2 if a else 3}
             boot: {'[cdrom, hd]' if a else '[hd, cdrom]'}
             disks:
               - {{pool: {pool}, size: 16MiB}}
