@@ -118,7 +118,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
             console.out(render.dumps({"format_version": render.FORMAT_VERSION, "ok": True, "diagnostics": []}))
         else:
             console.out(f"{len(desired.files)} file{'s' if len(desired.files) != 1 else ''} valid: "
-                        f"{len(desired.domains)} domains, {len(desired.pools)} pools (project '{desired.project}').")
+                        f"{len(desired.domains)} domains, {len(desired.pools)} pools, {len(desired.networks)} networks "
+                        f"(project '{desired.project}').")
         return EXIT_OK
 
     from .libvirt_host import LibvirtHost  # imported late: validate works without libvirt

@@ -299,7 +299,8 @@ def _plan_domain(spec: DomainSpec, desired: Desired, observed: Observed, waits: 
                 if c.klass is ChangeClass.LIVE:
                     live_only.append(c)
                 else:
-                    pending.append(Pending(spec.name, "", (c,)))
+                    # The config already says what the spec says: waiting, not drifting.
+                    pending.append(Pending(spec.name, "", (dataclasses.replace(c, drift=False),)))
         changes = sorted(changes + live_only, key=lambda c: c.path)
         recreate = [c for c in changes if c.klass is ChangeClass.RECREATE]
         if recreate and not options.allow_recreate:
@@ -320,7 +321,8 @@ def _plan_domain(spec: DomainSpec, desired: Desired, observed: Observed, waits: 
                             | {c.path for p in mine for c in p.changes})
             stop = Action(ActionKind.STOP, ResourceKind.DOMAIN, spec.name,
                           f"restart to apply {', '.join(fields)} ({why})",
-                          changes=(Change("state", "running", "stopped"),), payload={"stop_timeout": spec.stop_timeout})
+                          changes=(Change("state", "running", "stopped", ChangeClass.LIVE),),
+                          payload={"stop_timeout": spec.stop_timeout})
             actions.append(stop)
             stop_id = (stop.id,)
             pending[:] = [p for p in pending if p.name != spec.name]

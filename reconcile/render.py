@@ -83,8 +83,12 @@ def plan_summary(plan: Plan) -> str:
     if plan.pending:
         n = len(plan.pending)
         waiting = f" {n} domain{'s' if n != 1 else ''} pending a restart."
+    unmanaged = sum(1 for n in plan.notes if n.message.startswith("unmanaged"))
+    if unmanaged:
+        waiting += (f" {unmanaged} domain{'s' if unmanaged != 1 else ''} unmanaged, left alone "
+                    "(--adopt takes them over).")
     if plan.empty and not plan.refusals:
-        converged = sum(1 for n in plan.notes if not n.refused)
+        converged = sum(1 for n in plan.notes if not n.refused and not n.message.startswith("unmanaged"))
         return f"No changes. The host matches the specs ({converged} resource{'s' if converged != 1 else ''} checked).{waiting}"
     counts = Counter(a.kind for a in plan.actions)
     parts = [f"{counts.get(k, 0)} to {k.value}" for k in ActionKind]
