@@ -314,13 +314,15 @@ def _plan_domain(spec: DomainSpec, desired: Desired, observed: Observed, waits: 
         mine = [p for p in pending if p.name == spec.name]
         needs_restart = any(c.klass in (ChangeClass.RESTART, ChangeClass.RECREATE) for c in changes) or any(
             c.klass is ChangeClass.RESTART for p in mine for c in p.changes)
-        restarting = running and (needs_restart and (spec.on_change == "restart" or options.restart) or bool(recreate))
-        if restarting:
+        stop_first = running and (needs_restart and (spec.on_change == "restart" or options.restart) or bool(recreate))
+        restarting = stop_first and spec.state is State.RUNNING
+        if stop_first:
             why = "recreate" if recreate else ("apply --restart" if options.restart else "on_change: restart")
             fields = sorted({c.path for c in changes if c.klass is not ChangeClass.LIVE}
                             | {c.path for p in mine for c in p.changes})
+            what = "restart to apply" if restarting else "the spec says stopped; stop first to apply"
             stop = Action(ActionKind.STOP, ResourceKind.DOMAIN, spec.name,
-                          f"restart to apply {', '.join(fields)} ({why})",
+                          f"{what} {', '.join(fields)} ({why})",
                           changes=(Change("state", "running", "stopped", ChangeClass.LIVE),),
                           payload={"stop_timeout": spec.stop_timeout})
             actions.append(stop)
@@ -338,12 +340,12 @@ def _plan_domain(spec: DomainSpec, desired: Desired, observed: Observed, waits: 
                 reason = "adopt: add reconcile's ownership record; " + reason
             if any(c.drift for c in changes):
                 reason += "; changed outside reconcile (drift)"
-            if running and not restarting:
+            if running and not stop_id:
                 deferred = [c.path for c in changes if c.klass in (ChangeClass.RESTART, ChangeClass.NEXT_BOOT)]
                 if deferred:
                     reason += f"; the domain is running: {', '.join(deferred)} take{'s' if len(deferred) == 1 else ''} " \
                               "effect at its next restart (on_change: defer)"
-            ops = _live_ops(changes) if running and not restarting else []
+            ops = _live_ops(changes) if running and not stop_id else []
             domain_action = Action(ActionKind.UPDATE, ResourceKind.DOMAIN, spec.name, reason,
                                    changes=tuple(changes), depends_on=stop_id,
                                    payload=_define_payload(spec, owner, have.uuid, have.xml, by_path, ops))
@@ -392,7 +394,7 @@ def _plan_domain(spec: DomainSpec, desired: Desired, observed: Observed, waits: 
         actions.append(Action(ActionKind.START, ResourceKind.DOMAIN, spec.name, reason, changes=(change,),
                               depends_on=define_id + tuple(volume_ids) + pool_waits + net_waits,
                               payload={"stop_timeout": spec.stop_timeout}))
-    elif spec.state is State.STOPPED and running:
+    elif spec.state is State.STOPPED and running and not stop_id:
         actions.append(Action(ActionKind.STOP, ResourceKind.DOMAIN, spec.name, "the spec says stopped; it is running",
                               changes=(Change("state", "running", "stopped", ChangeClass.LIVE,
                                               drift=recorded_state == "stopped"),),
