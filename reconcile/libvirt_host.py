@@ -138,15 +138,20 @@ class LibvirtHost:
             pool = pool_objects.get(pool_name)
             if pool is None or pool_name not in active_pools:
                 continue
-            with wrapped(f"list volumes of pool {pool_name}"):
+            try:
                 vols = pool.listAllVolumes(0)
+            except libvirt.libvirtError as exc:
+                # removed or stopped while we looked: it has no volumes to report
+                if exc.get_error_code() in (libvirt.VIR_ERR_NO_STORAGE_POOL, libvirt.VIR_ERR_OPERATION_INVALID):
+                    continue
+                raise translate(exc, f"list volumes of pool {pool_name}") from exc
             for vol in vols:
                 if not every and (pool_name, vol.name()) not in wanted:
                     continue
                 try:
                     observed_volumes[(pool_name, vol.name())] = _volume(pool_name, vol.name(), vol.XMLDesc(0))
                 except libvirt.libvirtError as exc:
-                    if exc.get_error_code() != libvirt.VIR_ERR_NO_STORAGE_VOL:
+                    if exc.get_error_code() not in (libvirt.VIR_ERR_NO_STORAGE_VOL, libvirt.VIR_ERR_NO_STORAGE_POOL):
                         raise translate(exc, f"read volume {pool_name}/{vol.name()}") from exc
 
         by_path = {v.path: (v.pool, v.name) for v in observed_volumes.values()}
