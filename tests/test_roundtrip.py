@@ -29,6 +29,7 @@ def isolated_network(lab) -> tuple[str, str]:
     second = random.randint(200, 254)
     return net, f"""
           - name: {net}
+            bridge: {lab.name[-6:]}br
             ip: 10.{second}.{third}.1
             netmask: 255.255.255.0
             dhcp: {{start: 10.{second}.{third}.10, end: 10.{second}.{third}.20}}
@@ -89,6 +90,7 @@ def matrix(lab, net: str, iso1: str, iso2: str, variant: int) -> str:
               {'' if a else f'- {{pool: {pool}, size: 4MiB, bus: usb}}'}
             cdroms:
               - {{path: {iso1}, bus: {'sata' if a else 'scsi'}, target: sdd}}
+              {'' if a else f'- {{path: {iso2}, bus: usb}}'}
             graphics: {{type: {'spice' if a else 'vnc'}, port: {'5960' if a else '5961'}}}
             interfaces:
               {f'- {{network: {net}, mac: "52:54:00:4e:00:01", model: rtl8139}}' if a else f'- {{network: {net}, mac: "52:54:00:4e:00:02"}}'}
