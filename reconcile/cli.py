@@ -126,7 +126,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
 
     host = LibvirtHost(default_uri(args.connect))
     try:
-        observed = host.observe(pools=_pools_of_interest(desired), volumes=_volumes_of_interest(desired))
+        observed = host.observe(pools=_pools_of_interest(desired), volumes=_volumes_of_interest(desired),
+                                live={d.name for d in desired.domains})
         if args.command == "destroy":
             the_plan = plan_destroy(desired, observed)
         else:
@@ -181,7 +182,7 @@ def export(args: argparse.Namespace, console: Console) -> int:
 
     host = LibvirtHost(default_uri(args.connect))
     try:
-        observed = host.observe(volumes=None)
+        observed = host.observe(volumes=None, live=())
     finally:
         host.close()
     missing = [n for n in args.names if n not in observed.domains]

@@ -3,7 +3,10 @@
 Only what the spec manages is compared: the observed essence is first projected onto the
 desired one's shape, so a field libvirt fills in (and the spec leaves out) never differs.
 Collections of devices (`disks`, `cdroms`) are keyed by target and compared as a whole set:
-a device that is present on the host but not in the spec is a difference.
+a device that is present on the host but not in the spec is a difference. Interfaces are
+compared by position, each projected onto the keys the spec gives (a generated MAC is not a
+difference). With the essence reconcile last applied, a change the spec did not ask for is
+marked as drift.
 """
 
 from __future__ import annotations

@@ -102,12 +102,15 @@ class LibvirtHost:
 
     # -- observe ---------------------------------------------------------------------------
 
-    def observe(self, pools: Iterable[str] = (), volumes: Iterable[tuple[str, str]] | None = ()) -> Observed:
+    def observe(self, pools: Iterable[str] = (), volumes: Iterable[tuple[str, str]] | None = (),
+                live: Iterable[str] | None = None) -> Observed:
         """Read the host. `pools` and `volumes` name what the specs care about beyond domains.
 
         `volumes=None` reads every volume of every active pool (export needs to know which
-        pool volume a disk's file is).
+        pool volume a disk's file is). `live` names the running domains whose live XML is read
+        too (None: all of them), since only those the specs name can have pending changes.
         """
+        live_wanted = None if live is None else set(live)
         conn = self.conn
         with wrapped("read the host"):
             all_domains = conn.listAllDomains(0)
@@ -168,7 +171,7 @@ class LibvirtHost:
             essence = domxml.essence_of_element(root, by_path)
             essence["autostart"] = name in autostart
             live = None
-            if name in active:
+            if name in active and (live_wanted is None or name in live_wanted):
                 # The running domain's own XML: a deferred change shows as config != live.
                 try:
                     live = domxml.essence_of_element(ET.fromstring(dom.XMLDesc(0)), by_path)
@@ -177,7 +180,7 @@ class LibvirtHost:
                     if exc.get_error_code() not in (libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_ERR_OPERATION_INVALID):
                         raise translate(exc, f"read domain {name}") from exc
             observed_domains[name] = ObservedDomain(
-                name=name, uuid=dom.UUIDString(), running=name in active and live is not None, essence=essence,
+                name=name, uuid=dom.UUIDString(), running=name in active, essence=essence,
                 ownership=domxml.read_ownership(root), xml=xml, live_essence=live)
         return Observed(uri=self.uri, domains=observed_domains, pools=observed_pools, volumes=observed_volumes,
                         networks=self._networks(), machine_aliases=aliases)
