@@ -8,6 +8,7 @@ and is reported as an internal error with its traceback.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import traceback
@@ -63,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("-v", "--verbose", action="store_true", help="show tracebacks of errors")
     e.add_argument("names", nargs="+", metavar="DOMAIN", help="names of domains on the host")
     e.set_defaults(output="text", quiet=False)
+    sub.add_parser("schema", help="print the JSON Schema of spec files (for editors and other tools)")
     return parser
 
 
@@ -84,6 +86,9 @@ class Console:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "schema":
+        print(json.dumps(specs.load_schema(), indent=2, ensure_ascii=False), flush=True)
+        return EXIT_OK
     console = Console(args)
     try:
         return run(args, console)
@@ -115,11 +120,14 @@ def run(args: argparse.Namespace, console: Console) -> int:
     desired = specs.load(args.paths, project=args.project)
     if args.command == "validate":
         if console.json:
-            console.out(render.dumps({"format_version": render.FORMAT_VERSION, "ok": True, "diagnostics": []}))
+            console.out(render.dumps({"format_version": render.FORMAT_VERSION, "ok": True, "diagnostics": [],
+                                      "expected_on_host": render.references_json(desired.expected_on_host)}))
         else:
             console.out(f"{len(desired.files)} file{'s' if len(desired.files) != 1 else ''} valid: "
                         f"{len(desired.domains)} domains, {len(desired.pools)} pools, {len(desired.networks)} networks "
                         f"(project '{desired.project}').")
+            if desired.expected_on_host:
+                console.info(render.references_text(desired.expected_on_host))
         return EXIT_OK
 
     from .libvirt_host import LibvirtHost  # imported late: validate works without libvirt

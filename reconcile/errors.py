@@ -30,7 +30,7 @@ class Diagnostic:
         where = f"{self.file}:{self.line}:{self.column}" if self.line else self.file
         parts = [where]
         if self.resource:
-            parts.append(f"resource '{self.resource}'")
+            parts.append(f"resource {self.resource!r}")  # quoted, so a newline in a name stays visible
         if self.field:
             parts.append(self.field)
         parts.append(self.message)

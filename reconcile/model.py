@@ -159,12 +159,23 @@ class NetworkSpec:
 
 
 @dataclass(frozen=True)
+class Reference:
+    """A resource the specs use but do not declare: it must exist on the host."""
+
+    kind: str  # "pool", "network", ...
+    name: str
+    origin: Origin  # the first place that uses it
+    hint: str = ""  # e.g. a declared name it is close to
+
+
+@dataclass(frozen=True)
 class Desired:
     project: str
     domains: tuple[DomainSpec, ...] = ()
     pools: tuple[PoolSpec, ...] = ()
     networks: tuple[NetworkSpec, ...] = ()
     files: tuple[str, ...] = ()
+    expected_on_host: tuple[Reference, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from collections import Counter
 from typing import Any
 
 from .errors import Diagnostic
-from .model import ActionKind, ApplyResult, Change, Plan, ResourceKind, Status
+from .model import ActionKind, ApplyResult, Change, Plan, Reference, ResourceKind, Status
 from .units import format_size
 
 FORMAT_VERSION = 1
@@ -185,6 +185,19 @@ def diagnostics_json(diagnostics: list[Diagnostic]) -> list[dict[str, Any]]:
          "message": d.message}
         for d in diagnostics
     ]
+
+
+def references_text(refs: tuple[Reference, ...]) -> str:
+    lines = ["Not declared in the specs, so expected to exist on the host (plan refuses what is missing):"]
+    for r in refs:
+        hint = f"; {r.hint}" if r.hint else ""
+        lines.append(f"  {r.kind} {r.name!r} (first used at {r.origin}){hint}")
+    return "\n".join(lines)
+
+
+def references_json(refs: tuple[Reference, ...]) -> list[dict[str, Any]]:
+    return [{"kind": r.kind, "name": r.name, "file": r.origin.file, "line": r.origin.line,
+             "column": r.origin.column, "hint": r.hint} for r in refs]
 
 
 def dumps(doc: Any) -> str:

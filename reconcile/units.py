@@ -20,21 +20,27 @@ _UNITS = {
 }
 _SIZE = re.compile(r"^\s*(\d+)\s*([A-Za-z]+)\s*$")
 
-UNIT_HELP = "a whole number with a unit, such as 512MiB, 2GiB or 10G (B, KiB, MiB, GiB, TiB, KB, MB, GB, TB)"
+UNIT_HELP = "a whole number with a unit, such as 512MiB, 2GiB or 10G (B, KiB, MiB, GiB, TiB, PiB, KB, MB, GB, TB, PB)"
 
 
 def parse_size(text: object) -> int:
     """Bytes for a size such as `2GiB`; ValueError with a message a user can act on."""
     if isinstance(text, bool) or not isinstance(text, str):
-        raise ValueError(f"expected {UNIT_HELP}, got {text!r}")
+        raise ValueError(f"{text!r} is not a size; expected {UNIT_HELP}")
     match = _SIZE.match(text)
     if not match:
-        raise ValueError(f"expected {UNIT_HELP}, got {text!r}")
+        if text.strip().startswith("-"):
+            raise ValueError(f"{text!r} is negative; expected a positive size, {UNIT_HELP}")
+        if re.match(r"^\s*\d*[.,]\d", text):
+            raise ValueError(f"{text!r} is not a whole number; expected {UNIT_HELP} (write 1536MiB, not 1.5GiB)")
+        if re.match(r"^\s*\d+\s*$", text):
+            raise ValueError(f"{text!r} has no unit; expected {UNIT_HELP}")
+        raise ValueError(f"{text!r} is not a size; expected {UNIT_HELP}")
     number, unit = match.groups()
     factor = _UNITS.get(unit.upper())
     # "mb" is accepted as MB, but "Mib"/"mIB" casing mistakes are still the same unit.
     if factor is None:
-        raise ValueError(f"unknown unit {unit!r} in {text!r}; expected {UNIT_HELP}")
+        raise ValueError(f"{text!r} has the unknown unit {unit!r}; expected {UNIT_HELP}")
     return int(number) * factor
 
 

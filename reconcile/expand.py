@@ -1,0 +1,136 @@
+"""Less repetition: defaults, profiles and `count`, expanded at load time. Pure.
+
+A domain is the merge of layers, farthest first: directory defaults (`_defaults.yaml`),
+the file's `defaults`, the chosen profile, the domain's own fields. Every field remembers the
+layer it came from, so a problem in an expanded domain points at the line that caused it,
+whichever file that line is in.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from .errors import Diagnostic
+from .model import Origin
+
+DIRECTORY_DEFAULTS = ("_defaults.yaml", "_defaults.yml")
+_INDEX = re.compile(r"\{index(?::0([1-9]))?\}")
+
+Path_ = tuple[Any, ...]
+_PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+
+
+class Source(Protocol):
+    path: str
+
+    def mark(self, path: Path_) -> tuple[int, int]: ...
+
+
+@dataclass(frozen=True)
+class Layer:
+    """A mapping of domain fields at `base` in one file."""
+
+    file: Any  # a Source
+    base: Path_
+    data: dict[str, Any]
+
+
+@dataclass
+class Located:
+    """A merged domain: its fields, and for each field path the layer that set it."""
+
+    data: dict[str, Any]
+    origins: dict[Path_, Layer] = field(default_factory=dict)
+    own: Layer | None = None
+
+    def layer_of(self, path: Path_) -> Layer:
+        key = tuple(path)
+        while key not in self.origins and key:
+            key = key[:-1]
+        return self.origins.get(key) or self.own  # type: ignore[return-value]
+
+    def where(self, path: Path_) -> tuple[Any, Path_]:
+        """The file that set the field at `path` and its full path there: for messages, and for
+        anything a field names relative to its own spec file."""
+        layer = self.layer_of(path)
+        if layer is self.own or _has(layer.data, path):
+            return layer.file, layer.base + tuple(path)
+        return layer.file, layer.base
+
+    def origin_of(self, path: Path_) -> Origin:
+        f, full = self.where(path)
+        return Origin(f.path, *f.mark(full))
+
+    @property
+    def origin(self) -> Origin:
+        assert self.own is not None
+        return Origin(self.own.file.path, *self.own.file.mark(self.own.base))
+
+    def diag(self, path: Path_, message: str, resource: str | None = None) -> Diagnostic:
+        f, full = self.where(path)
+        line, col = f.mark(full)
+        name = self.data.get("name") if resource is None else resource
+        return Diagnostic(f.path, line, col, _field(tuple(path)), message, name if isinstance(name, str) else "")
+
+
+def _has(data: Any, path: Path_) -> bool:
+    for p in path:
+        if isinstance(data, dict) and p in data:
+            data = data[p]
+        elif isinstance(data, list) and isinstance(p, int) and p < len(data):
+            data = data[p]
+        else:
+            return False
+    return True
+
+
+def _field(path: Path_) -> str:
+    out = ""
+    for p in path:
+        if isinstance(p, int) or not _PLAIN_KEY.fullmatch(str(p)):
+            out += f"[{p!r}]"
+        else:
+            out += f".{p}" if out else str(p)
+    return out
+
+
+def merge_layers(stack: list[Layer]) -> Located:
+    """Merge mappings field by field (later layers win); lists and values are replaced whole."""
+    out = Located({}, {}, stack[-1] if stack else None)
+
+    def merge(into: dict[str, Any], data: dict[str, Any], layer: Layer, where: Path_) -> None:
+        for key, value in data.items():
+            path = where + (key,)
+            if isinstance(value, dict) and isinstance(into.get(key), dict):
+                merge(into[key], value, layer, path)
+                continue
+            into[key] = copy.deepcopy(value)
+            for stale in [p for p in out.origins if p[: len(path)] == path]:
+                del out.origins[stale]
+            out.origins[path] = layer
+
+    for layer in stack:
+        merge(out.data, layer.data, layer, ())
+    return out
+
+
+def has_index(text: str) -> bool:
+    return bool(_INDEX.search(text))
+
+
+def expand_index(located: Located, index: int) -> Located:
+    """A copy of a merged domain with {index} (or {index:0N}, zero-padded) filled in everywhere."""
+
+    def fill(value: Any) -> Any:
+        if isinstance(value, str):
+            return _INDEX.sub(lambda m: str(index).zfill(int(m.group(1) or 0)), value)
+        if isinstance(value, list):
+            return [fill(v) for v in value]
+        if isinstance(value, dict):
+            return {k: fill(v) for k, v in value.items()}
+        return value
+
+    return Located(fill(located.data), dict(located.origins), located.own)
