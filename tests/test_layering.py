@@ -15,7 +15,8 @@ import reconcile
 
 PACKAGE = Path(reconcile.__file__).parent
 MODULES = sorted(m.name for m in pkgutil.iter_modules([str(PACKAGE)]) if m.name != "__main__")
-PURE = {"model", "planner", "domxml", "netxml", "export", "diff", "render", "units", "errors"}
+PURE = {"model", "planner", "domxml", "netxml", "export", "diff", "render", "units", "errors", "formats", "expand",
+        "reference"}
 
 
 def imports_of(module: str) -> set[str]:
