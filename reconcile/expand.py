@@ -24,16 +24,20 @@ _PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 
 
 class Source(Protocol):
+    """A parsed spec file (specs.SpecFile): its path and the position of every node."""
+
     path: str
 
     def mark(self, path: Path_) -> tuple[int, int]: ...
+
+    def is_bad(self, path: Path_) -> bool: ...
 
 
 @dataclass(frozen=True)
 class Layer:
     """A mapping of domain fields at `base` in one file."""
 
-    file: Any  # a Source
+    file: Source
     base: Path_
     data: dict[str, Any]
 
