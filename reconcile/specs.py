@@ -5,7 +5,7 @@ and column of the YAML node it concerns. Nothing here talks to libvirt: specs ar
 before the host is looked at. This is the only module that imports yaml and jsonschema.
 
 YAML is read by the 1.2 core schema, and a plain scalar that YAML 1.1 (PyYAML, Ansible,
-many editors) would read differently (`yes`, `on`, `0755`, `1e3`, `1_000`, `12:30`, dates)
+cloud-init) would read differently (`yes`, `on`, `0755`, `1e3`, `1_000`, `12:30`, dates)
 is an error: a spec must mean the same thing to every tool that reads it.
 """
 
