@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from . import render, specs
 from .errors import ReconcileError, SpecError
 from .executor import DEFAULT_PARALLEL, execute
-from .model import ActionResult, Desired, Plan
+from .model import ActionResult, Plan
 from .planner import Options, plan_destroy
 from .planner import plan as make_plan
 
@@ -124,7 +124,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
                                       "expected_on_host": render.references_json(desired.expected_on_host)}))
         else:
             console.out(f"{len(desired.files)} file{'s' if len(desired.files) != 1 else ''} valid: "
-                        f"{len(desired.domains)} domains, {len(desired.pools)} pools, {len(desired.networks)} networks "
+                        f"{len(desired.domains)} domains, {len(desired.pools)} pools, {len(desired.networks)} networks, "
+                        f"{len(desired.images)} images "
                         f"(project '{desired.project}').")
             if desired.expected_on_host:
                 console.info(render.references_text(desired.expected_on_host))
@@ -134,7 +135,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
 
     host = LibvirtHost(default_uri(args.connect))
     try:
-        observed = host.observe(pools=_pools_of_interest(desired), volumes=_volumes_of_interest(desired),
+        observed = host.observe(pools=desired.pools_of_interest(), volumes=desired.volumes_of_interest(),
+                                seeds=desired.seeds_of_interest(), images=desired.images_of_interest(),
                                 live={d.name for d in desired.domains})
         if args.command == "destroy":
             the_plan = plan_destroy(desired, observed)
@@ -199,14 +201,6 @@ def export(args: argparse.Namespace, console: Console) -> int:
     doc = exporter.export(observed, args.names, project=args.project)
     console.out(specs.dump(doc))
     return EXIT_OK
-
-
-def _pools_of_interest(desired: Desired) -> set[str]:
-    return {p.name for p in desired.pools} | {d.pool for dom in desired.domains for d in dom.disks}
-
-
-def _volumes_of_interest(desired: Desired) -> set[tuple[str, str]]:
-    return {(d.pool, d.volume) for dom in desired.domains for d in dom.disks}
 
 
 if __name__ == "__main__":

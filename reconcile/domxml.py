@@ -29,6 +29,8 @@ def spec_hash(spec: DomainSpec) -> str:
         "essence": spec.essence(),
         "sizes": {d.target: d.size for d in spec.disks},
         "keep": {d.target: d.keep for d in spec.disks},
+        "backing": {d.target: str(d.backing) for d in spec.disks if d.backing},
+        "seed": spec.seed.digest if spec.seed else None,
     }
     data = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
     return "sha256:" + hashlib.sha256(data).hexdigest()
@@ -138,9 +140,12 @@ def _apply_disks(devices: ET.Element, spec: DomainSpec, by_path: Mapping[str, tu
         ET.SubElement(el, "target", {"dev": disk.target, "bus": disk.bus})
         want[disk.target] = (disk.essence(), el)
     for cdrom in spec.cdroms:
-        el = ET.Element("disk", {"type": "file", "device": "cdrom"})
+        el = ET.Element("disk", {"type": "file" if cdrom.path else "volume", "device": "cdrom"})
         ET.SubElement(el, "driver", {"name": "qemu", "type": "raw"})
-        ET.SubElement(el, "source", {"file": cdrom.path})
+        if cdrom.path:
+            ET.SubElement(el, "source", {"file": cdrom.path})
+        else:
+            ET.SubElement(el, "source", {"pool": cdrom.pool, "volume": cdrom.volume})
         ET.SubElement(el, "target", {"dev": cdrom.target, "bus": cdrom.bus})
         ET.SubElement(el, "readonly")
         want[cdrom.target] = (cdrom.essence(), el)
@@ -163,8 +168,12 @@ def _apply_disks(devices: ET.Element, spec: DomainSpec, by_path: Mapping[str, tu
             source = el.find("source")
             if source is None:
                 source = ET.SubElement(el, "source")
-            source.attrib = {"file": essence["path"]}
-            el.set("type", "file")
+            if "path" in essence:
+                source.attrib = {"file": essence["path"]}
+                el.set("type", "file")
+            else:
+                source.attrib = {"pool": essence["pool"], "volume": essence["volume"]}
+                el.set("type", "volume")
             continue
         position = list(devices).index(el)
         devices.remove(el)
@@ -285,6 +294,8 @@ def _disk_essence(disk: ET.Element, volume_by_path: Mapping[str, tuple[str, str]
     bus = target.get("bus", "") if target is not None else ""
     source = disk.find("source")
     if disk.get("device") == "cdrom":
+        if source is not None and disk.get("type") == "volume":  # a seed, or an ISO in a pool
+            return "cdrom", {"pool": source.get("pool"), "volume": source.get("volume"), "bus": bus}
         path = source.get("file") if source is not None else None
         return "cdrom", {"path": path, "bus": bus}
     pool = volume = None

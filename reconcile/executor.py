@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+from . import seed, sources
 from .errors import ReconcileError
 from .model import DEFAULT_STOP_TIMEOUT, Action, ActionKind, ActionResult, ApplyResult, Plan, ResourceKind, Status
 
@@ -31,9 +32,25 @@ class Host(Protocol):
     def apply_live(self, name: str, ops: list[tuple]) -> list[str]: ...
     def ensure_pool(self, name: str, path: str) -> bool: ...
     def ensure_network(self, name: str, xml: str) -> bool: ...
-    def create_volume(self, pool_name: str, name: str, capacity: int, fmt: str) -> bool: ...
-    def grow_volume(self, pool_name: str, name: str, capacity: int) -> bool: ...
+    def volume_exists(self, pool_name: str, name: str) -> bool: ...
+    def create_volume(self, pool_name: str, name: str, capacity: int | None, fmt: str,
+                      backing: dict | None = None) -> bool: ...
+    def grow_volume(self, pool_name: str, name: str, capacity: int, domain: str | None = None,
+                    target: str | None = None) -> bool: ...
     def delete_volume(self, pool_name: str, name: str) -> bool: ...
+    def upload_volume(self, pool_name: str, name: str, source, fmt: str) -> bool: ...
+    def write_volume(self, pool_name: str, name: str, data: bytes) -> None: ...
+    def read_volume(self, pool_name: str, name: str, limit: int) -> bytes | None: ...
+
+
+def _write_seed(host: Host, p: dict) -> tuple[Status, str]:
+    """Build and upload the seed ISO, unless the volume already holds exactly these files."""
+    current = host.read_volume(p["pool"], p["name"], seed.MAX_SEED_BYTES)
+    if current is not None and seed.read_iso(current) == dict(p["files"]):
+        return Status.UNCHANGED, "already holds these files"
+    data = seed.build_iso(p["files"])
+    host.write_volume(p["pool"], p["name"], data)
+    return Status.APPLIED, f"{len(data) // 1024} KiB"
 
 
 def run_action(host: Host, action: Action, force: bool = False) -> tuple[Status, str]:
@@ -46,12 +63,24 @@ def run_action(host: Host, action: Action, force: bool = False) -> tuple[Status,
     if res is ResourceKind.NETWORK:
         changed = host.ensure_network(action.name, p["xml"])
         return (Status.APPLIED, "") if changed else (Status.UNCHANGED, "already exists, active and autostarted")
+    if res is ResourceKind.IMAGE:
+        if host.volume_exists(p["pool"], p["name"]):
+            return Status.UNCHANGED, "already imported"
+        with sources.ImageSource(p["source"], p.get("sha256")) as src:
+            changed = host.upload_volume(p["pool"], p["name"], src, p["format"])
+            size = src.done
+        if not changed:
+            return Status.UNCHANGED, "already imported"
+        return Status.APPLIED, f"{size} bytes" + (", sha256 verified" if p.get("sha256") else "")
     if res is ResourceKind.VOLUME:
+        op = p.get("op", "create")
+        if op == "seed":
+            return _write_seed(host, p)
         if kind is ActionKind.CREATE:
-            changed = host.create_volume(p["pool"], p["name"], p["capacity"], p["format"])
+            changed = host.create_volume(p["pool"], p["name"], p["capacity"], p["format"], p.get("backing"))
             return (Status.APPLIED, "") if changed else (Status.UNCHANGED, "already exists")
         if kind is ActionKind.UPDATE:
-            changed = host.grow_volume(p["pool"], p["name"], p["capacity"])
+            changed = host.grow_volume(p["pool"], p["name"], p["capacity"], p.get("domain"), p.get("target"))
             return (Status.APPLIED, "grown") if changed else (Status.UNCHANGED, "already large enough")
         if kind is ActionKind.DESTROY:
             changed = host.delete_volume(p["pool"], p["name"])

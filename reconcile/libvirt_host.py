@@ -10,6 +10,8 @@ translated here into one of reconcile's `HostError` kinds, with the original as 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import io
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -17,9 +19,9 @@ from collections.abc import Iterable, Iterator
 
 import libvirt
 
-from . import domxml, netxml
+from . import domxml, netxml, seed
 from .errors import Conflict, HostError, HostUnavailable, InvalidRequest, NotFound, PermissionDenied
-from .model import Observed, ObservedDomain, ObservedNetwork, ObservedPool, ObservedVolume
+from .model import Observed, ObservedDomain, ObservedNetwork, ObservedPool, ObservedSeed, ObservedVolume
 
 # libvirt prints every error to stderr by default; we report them ourselves.
 libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
@@ -34,6 +36,10 @@ _PERMISSION = {libvirt.VIR_ERR_AUTH_FAILED, libvirt.VIR_ERR_OPERATION_DENIED, li
                libvirt.VIR_ERR_ACCESS_DENIED}
 _INVALID = {libvirt.VIR_ERR_XML_ERROR, libvirt.VIR_ERR_CONFIG_UNSUPPORTED, libvirt.VIR_ERR_INVALID_ARG,
             libvirt.VIR_ERR_XML_DETAIL, libvirt.VIR_ERR_OPERATION_UNSUPPORTED, libvirt.VIR_ERR_INTERNAL_ERROR}
+
+_CHUNK = 256 * 1024
+QCOW2_MAGIC = b"QFI\xfb"
+HEAD_BYTES = 64 * 1024
 
 _UNDEFINE_FLAGS_BASIC = libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
 _UNDEFINE_FLAGS = (_UNDEFINE_FLAGS_BASIC | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM
@@ -103,12 +109,16 @@ class LibvirtHost:
     # -- observe ---------------------------------------------------------------------------
 
     def observe(self, pools: Iterable[str] = (), volumes: Iterable[tuple[str, str]] | None = (),
-                live: Iterable[str] | None = None) -> Observed:
+                live: Iterable[str] | None = None, seeds: Iterable[tuple[str, str]] = (),
+                images: Iterable[tuple[str, str]] = ()) -> Observed:
         """Read the host. `pools` and `volumes` name what the specs care about beyond domains.
 
         `volumes=None` reads every volume of every active pool (export needs to know which
         pool volume a disk's file is). `live` names the running domains whose live XML is read
         too (None: all of them), since only those the specs name can have pending changes.
+        The content of the `seeds` volumes is read too (a few dozen KiB each), so a seed is
+        compared by its files, never rebuilt to find out, and the first bytes of `images`,
+        which tell the format from the content (libvirt's own idea of it lags an upload).
         """
         live_wanted = None if live is None else set(live)
         conn = self.conn
@@ -134,9 +144,11 @@ class LibvirtHost:
             pool_objects[name] = pool
 
         every = volumes is None
-        wanted = set(volumes or ())
+        seeds, images = set(seeds), set(images)
+        wanted = set(volumes or ()) | seeds | images
         wanted_pools = set(observed_pools) if every else set(pools) | {p for p, _ in wanted}
         observed_volumes: dict[tuple[str, str], ObservedVolume] = {}
+        observed_seeds: dict[tuple[str, str], ObservedSeed] = {}
         for pool_name in sorted(wanted_pools):
             pool = pool_objects.get(pool_name)
             if pool is None or pool_name not in active_pools:
@@ -151,11 +163,22 @@ class LibvirtHost:
             for vol in vols:
                 if not every and (pool_name, vol.name()) not in wanted:
                     continue
+                key = (pool_name, vol.name())
                 try:
-                    observed_volumes[(pool_name, vol.name())] = _volume(pool_name, vol.name(), vol.XMLDesc(0))
+                    observed_volumes[key] = _volume(pool_name, vol.name(), vol.XMLDesc(0))
+                    if key in seeds:
+                        data = self._download(vol, observed_volumes[key].capacity, seed.MAX_SEED_BYTES)
+                        files = seed.read_iso(data) if data is not None else None
+                        iid = seed.instance_id_of(files.get("meta-data", b"")) if files else None
+                        observed_seeds[key] = ObservedSeed(files, iid)
+                    if key in images:
+                        head = self._download(vol, 4, 4) if observed_volumes[key].capacity else b""
+                        content = "qcow2" if head == QCOW2_MAGIC else "raw"
+                        observed_volumes[key] = dataclasses.replace(observed_volumes[key], content_format=content)
                 except libvirt.libvirtError as exc:
                     if exc.get_error_code() not in (libvirt.VIR_ERR_NO_STORAGE_VOL, libvirt.VIR_ERR_NO_STORAGE_POOL):
                         raise translate(exc, f"read volume {pool_name}/{vol.name()}") from exc
+                    observed_volumes.pop(key, None)
 
         by_path = {v.path: (v.pool, v.name) for v in observed_volumes.values()}
         observed_domains: dict[str, ObservedDomain] = {}
@@ -183,7 +206,7 @@ class LibvirtHost:
                 name=name, uuid=dom.UUIDString(), running=name in active, essence=essence,
                 ownership=domxml.read_ownership(root), xml=xml, live_essence=live)
         return Observed(uri=self.uri, domains=observed_domains, pools=observed_pools, volumes=observed_volumes,
-                        networks=self._networks(), machine_aliases=aliases)
+                        networks=self._networks(), seeds=observed_seeds, machine_aliases=aliases)
 
     def _networks(self) -> dict[str, ObservedNetwork]:
         out: dict[str, ObservedNetwork] = {}
@@ -371,6 +394,10 @@ class LibvirtHost:
                 pool.setAutostart(1)
         with wrapped(f"start pool {name}"):
             if not pool.isActive():
+                # A run cut short between define and build, or a directory removed by hand:
+                # building a dir pool only creates its directory, so it is safe to repeat.
+                if ET.fromstring(pool.XMLDesc(0)).get("type") == "dir":
+                    pool.build(0)
                 pool.create(0)
                 changed = True
         return changed
@@ -386,17 +413,15 @@ class LibvirtHost:
                 return None
             raise translate(exc, f"look up volume {pool_name}/{name}") from exc
 
-    def create_volume(self, pool_name: str, name: str, capacity: int, fmt: str) -> bool:
-        if self._volume(pool_name, name) is not None:
-            return False
-        root = ET.Element("volume")
-        ET.SubElement(root, "name").text = name
-        ET.SubElement(root, "capacity", {"unit": "bytes"}).text = str(capacity)
-        ET.SubElement(root, "allocation", {"unit": "bytes"}).text = "0"
-        ET.SubElement(ET.SubElement(root, "target"), "format", {"type": fmt})
+    def volume_exists(self, pool_name: str, name: str) -> bool:
+        return self._volume(pool_name, name) is not None
+
+    def _create(self, pool_name: str, name: str, root: ET.Element) -> libvirt.virStorageVol:
         pool = self._pool(pool_name)
+        if pool is None:
+            raise NotFound(f"pool {pool_name} does not exist", f"create volume {pool_name}/{name}")
         try:
-            pool.createXML(ET.tostring(root, encoding="unicode"), 0)
+            return pool.createXML(ET.tostring(root, encoding="unicode"), 0)
         except libvirt.libvirtError as exc:
             if exc.get_error_code() == libvirt.VIR_ERR_STORAGE_VOL_EXIST:
                 raise Conflict(f"a file named {name} already exists in the pool's directory but libvirt did not list "
@@ -404,9 +429,51 @@ class LibvirtHost:
                                f"{pool_name}` to make libvirt see it, or remove it)",
                                f"create volume {pool_name}/{name}") from exc
             raise translate(exc, f"create volume {pool_name}/{name}") from exc
+
+    def _backing_of(self, path: str, subject: str) -> tuple[str, int]:
+        """Format and virtual size of the base image at `path`, which libvirt must know."""
+        try:
+            vol = self.conn.storageVolLookupByPath(path)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_VOL:
+                raise NotFound(f"the base image {path} is not a volume of any storage pool; put it in a pool's "
+                               "directory (and refresh the pool) or declare it under 'images'", subject) from exc
+            raise translate(exc, subject) from exc
+        with wrapped(subject):
+            info = _volume("", vol.name(), vol.XMLDesc(0))
+        return info.format or "raw", info.capacity
+
+    def create_volume(self, pool_name: str, name: str, capacity: int | None, fmt: str,
+                      backing: dict | None = None) -> bool:
+        """Create an empty volume, or a qcow2 overlay on `backing` ({path, format}).
+
+        An overlay of no given capacity gets its base's virtual size.
+        """
+        if self._volume(pool_name, name) is not None:
+            return False
+        subject = f"create volume {pool_name}/{name}"
+        root = ET.Element("volume")
+        ET.SubElement(root, "name").text = name
+        base_format = None
+        if backing is not None:
+            base_format, base_capacity = backing.get("format"), None
+            if base_format is None or capacity is None:
+                base_format, base_capacity = self._backing_of(backing["path"], subject)
+            capacity = capacity if capacity is not None else base_capacity
+        ET.SubElement(root, "capacity", {"unit": "bytes"}).text = str(capacity)
+        ET.SubElement(root, "allocation", {"unit": "bytes"}).text = "0"
+        ET.SubElement(ET.SubElement(root, "target"), "format", {"type": fmt})
+        if backing is not None:
+            store = ET.SubElement(root, "backingStore")
+            ET.SubElement(store, "path").text = backing["path"]
+            ET.SubElement(store, "format", {"type": base_format})
+        self._create(pool_name, name, root)
         return True
 
-    def grow_volume(self, pool_name: str, name: str, capacity: int) -> bool:
+    def grow_volume(self, pool_name: str, name: str, capacity: int, domain: str | None = None,
+                    target: str | None = None) -> bool:
+        """Grow a volume in place. A running domain's disk is grown through the domain (qemu
+        holds the image and its lock), so the guest sees the new size at once."""
         vol = self._volume(pool_name, name)
         if vol is None:
             raise NotFound("no such volume", f"grow volume {pool_name}/{name}")
@@ -414,8 +481,113 @@ class LibvirtHost:
             current = vol.info()[1]
             if current >= capacity:
                 return False
-            vol.resize(capacity, 0)
+            dom = self._domain(domain) if domain else None
+            if dom is not None and target and dom.isActive():
+                dom.blockResize(target, capacity, libvirt.VIR_DOMAIN_BLOCK_RESIZE_BYTES)
+            else:
+                vol.resize(capacity, 0)
         return True
+
+    def upload_volume(self, pool_name: str, name: str, source, fmt: str) -> bool:
+        """Create a volume from a stream (`source.read(n)`, b'' at the end) through libvirt.
+
+        Works the same for a remote host. If reading the source fails (a broken download, a
+        checksum that does not match) the upload is aborted and the volume deleted, so a
+        failed import leaves nothing in the pool. The content must be of format `fmt`.
+
+        The first `HEAD_BYTES` are written last: until the whole image is in place its
+        header is zeros, so an import cut short by a killed process is not a qcow2 image
+        and `observe` reports it as incomplete instead of it being used as a base.
+        """
+        if self._volume(pool_name, name) is not None:
+            return False
+        subject = f"import volume {pool_name}/{name}"
+        root = ET.Element("volume")
+        ET.SubElement(root, "name").text = name
+        ET.SubElement(root, "capacity", {"unit": "bytes"}).text = "0"
+        ET.SubElement(ET.SubElement(root, "target"), "format", {"type": "raw"})
+        vol = self._create(pool_name, name, root)
+        try:
+            head = b""
+            while len(head) < HEAD_BYTES:
+                chunk = source.read(HEAD_BYTES - len(head))
+                if not chunk:
+                    break
+                head += chunk
+            if len(head) == HEAD_BYTES:
+                self._send(vol, source, subject, offset=HEAD_BYTES)
+            self._send(vol, io.BytesIO(head), subject, offset=0, length=len(head))
+            found = "qcow2" if head[:4] == QCOW2_MAGIC else "raw"
+            if found != fmt:  # a qcow2 taken for raw would let a guest read host files
+                raise InvalidRequest(f"the source is a {found} image, the spec says {fmt}; "
+                                     "fix 'format' or the source", subject)
+        except BaseException:
+            with contextlib.suppress(libvirt.libvirtError):
+                vol.delete(0)
+            raise
+        return True
+
+    def write_volume(self, pool_name: str, name: str, data: bytes) -> None:
+        """Make the volume hold exactly `data` (a seed ISO): created anew at its size."""
+        if self._volume(pool_name, name) is not None:
+            self.delete_volume(pool_name, name)
+        root = ET.Element("volume")
+        ET.SubElement(root, "name").text = name
+        ET.SubElement(root, "capacity", {"unit": "bytes"}).text = str(len(data))
+        ET.SubElement(ET.SubElement(root, "target"), "format", {"type": "raw"})
+        vol = self._create(pool_name, name, root)
+        try:
+            self._send(vol, io.BytesIO(data), f"write volume {pool_name}/{name}")
+        except BaseException:
+            with contextlib.suppress(libvirt.libvirtError):
+                vol.delete(0)
+            raise
+
+    def read_volume(self, pool_name: str, name: str, limit: int) -> bytes | None:
+        """The whole content of a small volume; None if it is missing or larger than `limit`."""
+        vol = self._volume(pool_name, name)
+        if vol is None:
+            return None
+        with wrapped(f"read volume {pool_name}/{name}"):
+            return self._download(vol, vol.info()[1], limit)
+
+    def _send(self, vol: libvirt.virStorageVol, source, subject: str, offset: int = 0, length: int = 0) -> None:
+        stream = self.conn.newStream(0)
+        try:
+            with wrapped(subject):
+                vol.upload(stream, offset, length, 0)
+                while True:
+                    chunk = source.read(_CHUNK)
+                    if not chunk:
+                        break
+                    view = memoryview(chunk)
+                    while view:
+                        sent = stream.send(view.tobytes())
+                        view = view[sent:]
+                stream.finish()
+        except BaseException:
+            with contextlib.suppress(libvirt.libvirtError):
+                stream.abort()
+            raise
+
+    def _download(self, vol: libvirt.virStorageVol, size: int, limit: int) -> bytes | None:
+        if size > limit:
+            return None
+        stream = self.conn.newStream(0)
+        chunks: list[bytes] = []
+        try:
+            vol.download(stream, 0, size, 0)
+            while True:
+                data = stream.recv(_CHUNK)
+                if not data or isinstance(data, int):
+                    break
+                chunks.append(data)
+            stream.finish()
+        except BaseException:
+            with contextlib.suppress(libvirt.libvirtError):
+                stream.abort()
+            raise
+        return b"".join(chunks)
 
     def delete_volume(self, pool_name: str, name: str) -> bool:
         if self._pool(pool_name) is None:
@@ -441,7 +613,8 @@ def _volume(pool: str, name: str, xml: str) -> ObservedVolume:
 
     fmt = root.find("target/format")
     return ObservedVolume(pool=pool, name=name, capacity=number("capacity"), allocation=number("allocation"),
-                          format=fmt.get("type", "") if fmt is not None else "", path=root.findtext("target/path", ""))
+                          format=fmt.get("type", "") if fmt is not None else "", path=root.findtext("target/path", ""),
+                          backing=root.findtext("backingStore/path") or None)
 
 
 def _machine_aliases(capabilities_xml: str) -> dict[tuple[str, str], str]:

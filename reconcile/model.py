@@ -8,6 +8,8 @@ comparison of like with like. Everything here is immutable data with no I/O.
 from __future__ import annotations
 
 import enum
+import hashlib
+import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +21,19 @@ class State(str, enum.Enum):
 
 
 DEFAULT_STOP_TIMEOUT = 60.0
+
+
+def shown_source(source: str) -> str:
+    """An image source as messages show it: without the password a URL may carry."""
+    parts = urllib.parse.urlsplit(source)
+    if "://" not in source or "@" not in parts.netloc:
+        return source
+    return urllib.parse.urlunsplit(parts._replace(netloc="(credentials)@" + parts.netloc.rsplit("@", 1)[1]))
+
+
+def short_digest(data: bytes) -> str:
+    """How content that may be secret is shown: enough of its SHA-256 to tell versions apart."""
+    return "sha256:" + hashlib.sha256(data).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -34,16 +49,36 @@ class Origin:
 
 
 @dataclass(frozen=True)
+class Backing:
+    """The base image an overlay disk is built on, as the spec names it.
+
+    `image`: an image declared in the specs; `volume`: a volume already in the disk's pool;
+    `path`: a file on the host. The planner turns each into the path qemu records in the
+    overlay, since that path is what the live volume reports back.
+    """
+
+    kind: str  # image | volume | path
+    pool: str = ""
+    name: str = ""
+    path: str = ""
+
+    def __str__(self) -> str:
+        return self.path if self.kind == "path" else f"{self.pool}/{self.name}"
+
+
+@dataclass(frozen=True)
 class Disk:
     """A disk attached to a domain: a volume in a pool, created by reconcile if missing."""
 
     target: str
     pool: str
     volume: str
-    size: int  # bytes
+    size: int | None  # bytes; None only for an overlay, which then has its base's size
     format: str = "qcow2"
     bus: str = "virtio"
     keep: bool = False
+    backing: Backing | None = None
+    allow_replace: bool = False  # a format or backing change may replace the volume (data lost)
 
     def essence(self) -> dict[str, Any]:
         return {"pool": self.pool, "volume": self.volume, "format": self.format, "bus": self.bus}
@@ -51,11 +86,17 @@ class Disk:
 
 @dataclass(frozen=True)
 class Cdrom:
+    """An ISO attached read-only: a file on the host (`path`) or a pool volume (a seed)."""
+
     target: str
-    path: str
+    path: str | None
     bus: str = "sata"
+    pool: str | None = None
+    volume: str | None = None
 
     def essence(self) -> dict[str, Any]:
+        if self.path is None:
+            return {"pool": self.pool, "volume": self.volume, "bus": self.bus}
         return {"path": self.path, "bus": self.bus}
 
 
@@ -72,6 +113,25 @@ class Interface:
         if self.mac is not None:
             out["mac"] = self.mac
         return out
+
+
+@dataclass(frozen=True)
+class Seed:
+    """A cloud-init NoCloud seed: the files of an ISO labelled `cidata`, stored as a volume.
+
+    `files` is (file name, content) in a fixed order; `digest` covers them all, so any change
+    to user-data, meta-data or network-config is a change of the seed. The content may hold
+    secrets: it is never rendered, only its digests are.
+    """
+
+    pool: str
+    volume: str
+    files: tuple[tuple[str, bytes], ...] = field(repr=False)
+    digest: str
+    instance_id: str
+
+    def file_digests(self) -> dict[str, str]:
+        return {name: short_digest(data) for name, data in self.files}
 
 
 @dataclass(frozen=True)
@@ -107,6 +167,7 @@ class DomainSpec:
     stop_timeout: float = DEFAULT_STOP_TIMEOUT
     on_change: str = "defer"  # restart | defer: what a change that needs a restart does to a running domain
     max_vcpus: int | None = None  # None: not managed (vcpus is the maximum for a new domain)
+    seed: Seed | None = None  # cloud-init; its cdrom is among `cdroms`
 
     def essence(self) -> dict[str, Any]:
         """The managed fields, in the same shape `domxml.essence_of` reads from live XML.
@@ -169,6 +230,18 @@ class Reference:
 
 
 @dataclass(frozen=True)
+class ImageSpec:
+    """A base image imported once into a pool from a local file or an http(s) URL."""
+
+    name: str
+    pool: str
+    source: str
+    origin: Origin
+    format: str = "qcow2"
+    sha256: str | None = None
+
+
+@dataclass(frozen=True)
 class Desired:
     project: str
     domains: tuple[DomainSpec, ...] = ()
@@ -176,6 +249,28 @@ class Desired:
     networks: tuple[NetworkSpec, ...] = ()
     files: tuple[str, ...] = ()
     expected_on_host: tuple[Reference, ...] = ()
+    images: tuple[ImageSpec, ...] = ()
+
+    def pools_of_interest(self) -> set[str]:
+        return ({p.name for p in self.pools} | {i.pool for i in self.images}
+                | {d.pool for dom in self.domains for d in dom.disks}
+                | {dom.seed.pool for dom in self.domains if dom.seed})
+
+    def volumes_of_interest(self) -> set[tuple[str, str]]:
+        """Every volume the plan needs to know about: disks, their bases, images, seeds."""
+        out = {(i.pool, i.name) for i in self.images}
+        for dom in self.domains:
+            for d in dom.disks:
+                out.add((d.pool, d.volume))
+                if d.backing is not None and d.backing.kind != "path":
+                    out.add((d.backing.pool, d.backing.name))
+        return out | self.seeds_of_interest()
+
+    def images_of_interest(self) -> set[tuple[str, str]]:
+        return {(i.pool, i.name) for i in self.images}
+
+    def seeds_of_interest(self) -> set[tuple[str, str]]:
+        return {(dom.seed.pool, dom.seed.volume) for dom in self.domains if dom.seed}
 
 
 @dataclass(frozen=True)
@@ -222,6 +317,19 @@ class ObservedVolume:
     allocation: int
     format: str
     path: str
+    backing: str | None = None  # path of the backing file of an overlay
+    content_format: str | None = None  # read from the content's first bytes (images only)
+
+
+@dataclass(frozen=True)
+class ObservedSeed:
+    """What a seed volume holds: its files, or None when it is not a readable cidata ISO."""
+
+    files: dict[str, bytes] | None = field(repr=False)
+    instance_id: str | None = None
+
+    def file_digests(self) -> dict[str, str]:
+        return {name: short_digest(data) for name, data in (self.files or {}).items()}
 
 
 @dataclass(frozen=True)
@@ -247,6 +355,7 @@ class Observed:
     pools: dict[str, ObservedPool] = field(default_factory=dict)
     networks: dict[str, ObservedNetwork] = field(default_factory=dict)
     volumes: dict[tuple[str, str], ObservedVolume] = field(default_factory=dict)
+    seeds: dict[tuple[str, str], ObservedSeed] = field(default_factory=dict)
     # Machine type aliases the hypervisor resolves, e.g. ("x86_64", "pc") -> "pc-i440fx-7.2".
     machine_aliases: dict[tuple[str, str], str] = field(default_factory=dict)
 
@@ -268,6 +377,7 @@ class ActionKind(str, enum.Enum):
 class ResourceKind(str, enum.Enum):
     POOL = "pool"
     NETWORK = "network"
+    IMAGE = "image"
     VOLUME = "volume"
     DOMAIN = "domain"
 

@@ -10,7 +10,10 @@ Order of work, and why:
   between leaves a managed domain with a missing volume, which the next run creates, never
   a volume nobody knows reconcile made;
 - on removal, owned volumes are deleted before the domain is undefined, for the same
-  reason in reverse.
+  reason in reverse;
+- a cloud-init seed volume is one of the domain's owned volumes, recorded the same way;
+- images are imported before the overlays built on them. An image belongs to no domain,
+  since many domains (of any project) may be built on it: reconcile never deletes one.
 """
 
 from __future__ import annotations
@@ -20,8 +23,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from . import diff, domxml, netxml
-from .model import (Action, ActionKind, Change, ChangeClass, Desired, DomainSpec, Note, Observed, ObservedDomain,
-                    Ownership, Pending, Plan, ResourceKind, State, VolumeRef)
+from .model import (Action, ActionKind, Backing, Change, ChangeClass, Desired, Disk, DomainSpec, Note, Observed,
+                    ObservedDomain, Ownership, Pending, Plan, ResourceKind, State, VolumeRef, shown_source)
 from .units import format_size
 
 _PHASE = {
@@ -29,6 +32,7 @@ _PHASE = {
     (ResourceKind.POOL, ActionKind.START): 0,
     (ResourceKind.NETWORK, ActionKind.CREATE): 0,
     (ResourceKind.NETWORK, ActionKind.START): 0,
+    (ResourceKind.IMAGE, ActionKind.CREATE): 0.5,
     (ResourceKind.DOMAIN, ActionKind.STOP): 1,
     (ResourceKind.DOMAIN, ActionKind.CREATE): 2,
     (ResourceKind.DOMAIN, ActionKind.UPDATE): 2,
@@ -64,15 +68,16 @@ def plan(desired: Desired, observed: Observed, prune: bool = False, options: Opt
     pending: list[Pending] = []
     waits = _plan_pools(desired, observed, actions, notes)
     waits.update(_plan_networks(desired, observed, actions, notes))
+    image_waits = _plan_images(desired, observed, waits, actions, notes)
     declared = {d.name for d in desired.domains}
     for spec in desired.domains:
-        _plan_domain(spec, desired, observed, waits, actions, notes, pending, options)
+        _plan_domain(spec, desired, observed, waits, image_waits, actions, notes, pending, options)
     for name, dom in sorted(observed.domains.items()):
         if name in declared or dom.ownership is None or dom.ownership.project != desired.project:
             continue
         if options.prune:
             _plan_removal(dom, f"no spec mentions it any more (from {dom.ownership.spec_file or 'an unknown file'}); pruned",
-                          None, actions)
+                          None, observed, actions)
         else:
             notes.append(Note(ResourceKind.DOMAIN, name, "orphaned: managed by this project but no spec mentions it; apply --prune removes it"))
     actions.sort(key=_order)
@@ -85,7 +90,7 @@ def plan(desired: Desired, observed: Observed, prune: bool = False, options: Opt
 def plan_destroy(desired: Desired, observed: Observed) -> Plan:
     """Remove every domain these specs manage (and the volumes reconcile created for it)."""
     gone = dataclasses.replace(desired, domains=tuple(dataclasses.replace(d, state=State.ABSENT) for d in desired.domains),
-                               pools=(), networks=())
+                               pools=(), networks=(), images=())
     return plan(gone, observed)
 
 
@@ -145,6 +150,52 @@ def _plan_networks(desired: Desired, observed: Observed, actions: list[Action], 
     return waits
 
 
+def _plan_images(desired: Desired, observed: Observed, pool_waits: dict[str, str], actions: list[Action],
+                 notes: list[Note]) -> dict[tuple[str, str], str | None]:
+    """Import actions; returns (pool, name) -> id of the import to wait for (None: refused)."""
+    waits: dict[tuple[str, str], str | None] = {}
+    declared_pools = {p.name for p in desired.pools}
+    for image in desired.images:
+        label = f"{image.pool}/{image.name}"
+        key = (image.pool, image.name)
+        if image.pool not in observed.pools and image.pool not in declared_pools:
+            notes.append(Note(ResourceKind.IMAGE, label, f"pool {image.pool!r} neither exists on the host nor is "
+                              "declared in the specs; declare it under 'pools'", refused=True))
+            waits[key] = None
+            continue
+        have = observed.volumes.get(key)
+        if have is not None and have.content_format not in (None, image.format):
+            notes.append(Note(ResourceKind.IMAGE, label, f"the volume exists but holds no {image.format} image (an "
+                              "import cut short leaves this, as does a volume of that name made by hand); it is "
+                              f"not used as a base: delete it (virsh vol-delete --pool {image.pool} {image.name}) "
+                              "and apply again", refused=True))
+            waits[key] = None
+            continue
+        if have is not None:
+            notes.append(Note(ResourceKind.IMAGE, label, "imported; an image is imported once and not checked against "
+                              "its source again (delete the volume to import it anew)"))
+            continue
+        checked = "; its sha256 is verified" if image.sha256 else ""
+        source = shown_source(image.source)
+        changes = [Change("source", None, source), Change("format", None, image.format)]
+        if image.sha256:
+            changes.append(Change("sha256", None, image.sha256))
+        a = Action(ActionKind.CREATE, ResourceKind.IMAGE, label, f"not in the pool; imported from {source}{checked}",
+                   changes=tuple(changes), depends_on=(pool_waits[f"pool:{image.pool}"],) if f"pool:{image.pool}" in pool_waits else (),
+                   payload={"pool": image.pool, "name": image.name, "source": image.source, "format": image.format,
+                            "sha256": image.sha256})
+        actions.append(a)
+        waits[key] = a.id
+    return waits
+
+
+def _pool_path(pool: str, desired: Desired, observed: Observed) -> str | None:
+    have = observed.pools.get(pool)
+    if have is not None and have.path:
+        return have.path
+    return next((p.path for p in desired.pools if p.name == pool), None)
+
+
 def _canonical(spec: DomainSpec, observed: Observed, have: dict) -> dict:
     """The spec's essence, with a machine alias such as `pc` taken as what it expands to."""
     want = spec.essence()
@@ -200,7 +251,8 @@ def _live_ops(changes: Iterable[Change]) -> list[tuple]:
 
 
 def _plan_domain(spec: DomainSpec, desired: Desired, observed: Observed, waits: dict[str, str],
-                 actions: list[Action], notes: list[Note], pending: list[Pending], options: Options) -> None:
+                 image_waits: dict[tuple[str, str], str | None], actions: list[Action], notes: list[Note],
+                 pending: list[Pending], options: Options) -> None:
     have = observed.domains.get(spec.name)
     adopting = False
     if have is not None and have.ownership is None:
@@ -220,12 +272,13 @@ def _plan_domain(spec: DomainSpec, desired: Desired, observed: Observed, waits: 
         if have is None:
             notes.append(Note(ResourceKind.DOMAIN, spec.name, "absent, as the spec says"))
         else:
-            _plan_removal(have, "the spec says absent", spec.stop_timeout, actions)
+            _plan_removal(have, "the spec says absent", spec.stop_timeout, observed, actions)
         return
 
     # Every pool a disk uses and every network an interface uses must exist or be declared.
     declared_pools = {p.name for p in desired.pools}
-    missing_pools = sorted({d.pool for d in spec.disks if d.pool not in observed.pools and d.pool not in declared_pools})
+    used_pools = {d.pool for d in spec.disks} | ({spec.seed.pool} if spec.seed else set())
+    missing_pools = sorted(p for p in used_pools if p not in observed.pools and p not in declared_pools)
     if missing_pools:
         notes.append(Note(ResourceKind.DOMAIN, spec.name,
                           f"uses pool {', '.join(repr(p) for p in missing_pools)}, which neither exists on the host "
@@ -240,28 +293,23 @@ def _plan_domain(spec: DomainSpec, desired: Desired, observed: Observed, waits: 
                           "host nor is declared in the specs; declare it under 'networks'", refused=True))
         return
 
-    refusals = _volume_refusals(spec, observed)
-    if have is None:
-        refusals += [f"disk {d.target}: volume {d.pool}/{d.volume} is {v.format}, the spec says {d.format}; it exists "
-                     "already and is used as it is, so its format cannot change (name another volume)"
-                     for d in spec.disks if (v := observed.volumes.get((d.pool, d.volume))) and v.format
-                     and v.format != d.format]
+    previously_owned = {(v.pool, v.name) for v in have.ownership.volumes} if have else set()
+    bases = {d.target: _base(d, desired, observed, image_waits) for d in spec.disks}
+    refusals, reformat = _volume_refusals(spec, observed, bases, previously_owned, options.allow_recreate)
     if refusals:
         for message in refusals:
             notes.append(Note(ResourceKind.DOMAIN, spec.name, message, refused=True))
         return
-    reformat = [d for d in spec.disks if (v := observed.volumes.get((d.pool, d.volume))) and v.format and v.format != d.format]
 
     want = _canonical(spec, observed, have.essence if have else {})
     applied = dict(want, state=spec.state.value)
-    previously_owned = {(v.pool, v.name) for v in have.ownership.volumes} if have else set()
     to_create = [d for d in spec.disks if (d.pool, d.volume) not in observed.volumes]
-    owned = tuple(
-        VolumeRef(d.pool, d.volume, d.keep) for d in spec.disks
-        if (d.pool, d.volume) in previously_owned or d in to_create
-    )
+    owned = [VolumeRef(d.pool, d.volume, d.keep) for d in spec.disks
+             if (d.pool, d.volume) in previously_owned or d in to_create]
+    if spec.seed:  # derived data: always reconcile's own, rebuilt at will
+        owned.append(VolumeRef(spec.seed.pool, spec.seed.volume, False))
     owner = Ownership(project=desired.project, spec_file=spec.origin.file, spec_hash=domxml.spec_hash(spec),
-                      volumes=owned, applied=applied)
+                      volumes=tuple(owned), applied=applied)
     by_path = {v.path: (v.pool, v.name) for v in observed.volumes.values() if v.path}
     net_waits = tuple(sorted({waits[f"network:{i.network}"] for i in spec.interfaces or () if f"network:{i.network}" in waits}))
     pool_waits = tuple(sorted({waits[f"pool:{d.pool}"] for d in spec.disks if f"pool:{d.pool}" in waits}))
@@ -278,10 +326,13 @@ def _plan_domain(spec: DomainSpec, desired: Desired, observed: Observed, waits: 
         recorded = have.ownership.applied
         changes = _classified(diff.changes(want, have.essence, recorded), want, have.essence)
         for d in reformat:  # the domain XML may already say the new format; the volume does not
+            vol = observed.volumes[(d.pool, d.volume)]
             path = f"disks[{d.target}].format"
-            if not any(c.path == path for c in changes):
-                vol = observed.volumes[(d.pool, d.volume)]
+            if vol.format != d.format and not any(c.path == path for c in changes):
                 changes.append(Change(path, vol.format, d.format, ChangeClass.RECREATE))
+            base = bases[d.target]
+            if base is not None and vol.backing != base.path:
+                changes.append(Change(f"disks[{d.target}].backing", vol.backing, base.path, ChangeClass.RECREATE))
         changes.extend(_ownership_changes(have.ownership, owner))
         if adopting:
             changes.append(Change("owner", None, desired.project, ChangeClass.LIVE))
@@ -303,8 +354,11 @@ def _plan_domain(spec: DomainSpec, desired: Desired, observed: Observed, waits: 
                     pending.append(Pending(spec.name, "", (dataclasses.replace(c, drift=False),)))
         changes = sorted(changes + live_only, key=lambda c: c.path)
         recreate = [c for c in changes if c.klass is ChangeClass.RECREATE]
-        if recreate and not options.allow_recreate:
-            what = ", ".join(f"{c.path}: {c.before} -> {c.after}" for c in recreate)
+        # A disk replaced under its own allow_replace needs no --allow-recreate.
+        allowed = {f"disks[{d.target}].{f}" for d in reformat for f in ("format", "backing")}
+        blocked = [c for c in recreate if c.path not in allowed]
+        if blocked and not options.allow_recreate:
+            what = ", ".join(f"{c.path}: {c.before} -> {c.after}" for c in blocked)
             notes.append(Note(ResourceKind.DOMAIN, spec.name,
                               f"{what} needs the domain recreated"
                               + (" and its disk replaced, which loses the disk's data" if reformat else "")
@@ -356,32 +410,61 @@ def _plan_domain(spec: DomainSpec, desired: Desired, observed: Observed, waits: 
     volume_ids: list[str] = []
     for disk in spec.disks:
         vol = observed.volumes.get((disk.pool, disk.volume))
+        base = bases[disk.target]
         pool_wait = (waits[f"pool:{disk.pool}"],) if f"pool:{disk.pool}" in waits else ()
         label = f"{disk.pool}/{disk.volume}"
-        params = {"pool": disk.pool, "name": disk.volume, "capacity": disk.size, "format": disk.format}
-        deps = pool_wait + define_id
+        params = {"pool": disk.pool, "name": disk.volume, "capacity": disk.size, "format": disk.format,
+                  "backing": {"path": base.path, "format": base.format} if base else None,
+                  "domain": spec.name, "target": disk.target}
+        what = (f"{format_size(disk.size)} " if disk.size is not None else "") + disk.format
+        what += (f" overlay on {base.path}" if base else "") + (", as large as its base" if disk.size is None else "")
+        deps = pool_wait + define_id + ((base.wait,) if base is not None and base.wait else ())
         if disk in reformat:
+            why = "allow_replace" if disk.allow_replace else "--allow-recreate"
+            changes = [Change("format", vol.format, disk.format, ChangeClass.RECREATE)] if vol.format != disk.format else []
+            if base is not None and vol.backing != base.path:
+                changes.append(Change("backing", vol.backing, base.path, ChangeClass.RECREATE))
             gone = Action(ActionKind.DESTROY, ResourceKind.VOLUME, label,
-                          f"disk {disk.target} of {spec.name}: replaced by a {disk.format} volume (recreate; its data is lost)",
-                          changes=(Change("format", vol.format, disk.format, ChangeClass.RECREATE),),
-                          depends_on=define_id, payload={"pool": disk.pool, "name": disk.volume, "replace": True})
+                          f"disk {disk.target} of {spec.name}: replaced by a new {what} (recreate, {why}; its data is lost)",
+                          changes=tuple(changes), depends_on=define_id,
+                          payload={"pool": disk.pool, "name": disk.volume, "replace": True})
             actions.append(gone)
             deps = deps + (gone.id,)
             vol = None
         if vol is None:
-            a = Action(ActionKind.CREATE, ResourceKind.VOLUME, label,
-                       f"disk {disk.target} of {spec.name}: {format_size(disk.size)} {disk.format}",
-                       changes=(Change("size", None, disk.size), Change("format", None, disk.format)),
-                       depends_on=deps, payload=params)
+            changes = [Change("size", None, disk.size if disk.size is not None else "(of the base)"),
+                       Change("format", None, disk.format)]
+            if base:
+                changes.append(Change("backing", None, base.path))
+            a = Action(ActionKind.CREATE, ResourceKind.VOLUME, label, f"disk {disk.target} of {spec.name}: {what}",
+                       changes=tuple(changes), depends_on=deps, payload=params)
             actions.append(a)
             volume_ids.append(a.id)
-        elif vol.capacity < disk.size:
+        elif disk.size is not None and vol.capacity < disk.size:
+            live = running and not stop_id
+            when = "live: the running guest sees the new size at once" if live else "the guest sees it at its next boot"
             a = Action(ActionKind.UPDATE, ResourceKind.VOLUME, label,
-                       f"disk {disk.target} of {spec.name}: grow in place (the guest sees it at its next boot)",
-                       changes=(Change("size", vol.capacity, disk.size, ChangeClass.NEXT_BOOT),), depends_on=define_id,
-                       payload=params)
+                       f"disk {disk.target} of {spec.name}: grow in place; {when}",
+                       changes=(Change("size", vol.capacity, disk.size,
+                                       ChangeClass.LIVE if live else ChangeClass.NEXT_BOOT),),
+                       depends_on=define_id, payload=dict(params, op="grow"))
             actions.append(a)
             volume_ids.append(a.id)
+
+    if spec.seed:
+        seed_waits = ((waits[f"pool:{spec.seed.pool}"],) if f"pool:{spec.seed.pool}" in waits else ()) + define_id
+        a = _plan_seed(spec, observed, have, previously_owned, running and not stop_id, seed_waits, notes)
+        if a is not None:
+            actions.append(a)
+            volume_ids.append(a.id)
+    # A seed the domain no longer uses (cloud_init removed, or moved to another pool) is
+    # derived data: deleted once the redefined domain no longer refers to it.
+    current_seed = (spec.seed.pool, spec.seed.volume) if spec.seed else None
+    for pool, name in sorted(previously_owned):
+        if name == f"{spec.name}-cidata.iso" and (pool, name) != current_seed:
+            actions.append(Action(ActionKind.DESTROY, ResourceKind.VOLUME, f"{pool}/{name}",
+                                  f"the cloud-init seed {spec.name} no longer uses", depends_on=define_id,
+                                  payload={"pool": pool, "name": name}))
 
     recorded_state = have.ownership.applied.get("state") if have and have.ownership.applied else None
     if spec.state is State.RUNNING and (not running or restarting):
@@ -403,17 +486,116 @@ def _plan_domain(spec: DomainSpec, desired: Desired, observed: Observed, waits: 
         notes.append(Note(ResourceKind.DOMAIN, spec.name, f"{'running' if running else 'stopped'} and matches its spec"))
 
 
-def _volume_refusals(spec: DomainSpec, observed: Observed) -> list[str]:
-    out = []
+@dataclasses.dataclass(frozen=True)
+class _Base:
+    """Where an overlay's base is: the path qemu records, its format if known, what to wait for."""
+
+    path: str
+    format: str | None
+    capacity: int | None
+    wait: str | None = None  # the import that brings it
+    missing: str = ""  # why it cannot be used
+
+
+def _base(disk: Disk, desired: Desired, observed: Observed, image_waits: dict[tuple[str, str], str | None]) -> _Base | None:
+    b = disk.backing
+    if b is None:
+        return None
+    if b.kind == "path":
+        for image in desired.images:  # a path where a declared image goes waits for its import
+            have = observed.volumes.get((image.pool, image.name))
+            where = have.path if have else f"{(_pool_path(image.pool, desired, observed) or '').rstrip('/')}/{image.name}"
+            if where == b.path:
+                return _base(dataclasses.replace(disk, backing=Backing("image", image.pool, image.name)),
+                             desired, observed, image_waits)
+        return _Base(b.path, None, None)
+    key = (b.pool, b.name)
+    have = observed.volumes.get(key)
+    pool_path = _pool_path(b.pool, desired, observed) or ""
+    path = have.path if have is not None else f"{pool_path.rstrip('/')}/{b.name}"
+    if b.kind == "image":
+        # The declared format, checked against the content at import: libvirt's own probe
+        # may lag an upload, and a base read with the wrong format is a corrupt disk.
+        image = next(i for i in desired.images if (i.pool, i.name) == key)
+        if key in image_waits and image_waits[key] is None:
+            return _Base(path, image.format, None, missing=f"its base image {b.pool}/{b.name} is refused")
+        return _Base(path, image.format, have.capacity if have else None, wait=image_waits.get(key))
+    if have is not None:
+        return _Base(have.path, have.format or None, have.capacity)
+    return _Base(path, None, None, missing=f"its backing volume {b.pool}/{b.name} does not exist; declare it under "
+                 "'images' (with a source) or create it")
+
+
+def _plan_seed(spec: DomainSpec, observed: Observed, have: ObservedDomain | None, previously_owned: set,
+               running: bool, waits: tuple[str, ...], notes: list[Note]) -> Action | None:
+    """Write the seed volume when it is missing or its files differ from the spec's."""
+    seed = spec.seed
+    label = f"{seed.pool}/{seed.volume}"
+    key = (seed.pool, seed.volume)
+    want = seed.file_digests()
+    params = {"op": "seed", "pool": seed.pool, "name": seed.volume, "files": seed.files}
+    if key not in observed.volumes:
+        return Action(ActionKind.CREATE, ResourceKind.VOLUME, label,
+                      f"cloud-init seed of {spec.name}: NoCloud ISO labelled cidata, instance-id {seed.instance_id}",
+                      changes=tuple(Change(name, None, digest) for name, digest in want.items()),
+                      depends_on=waits, payload=params)
+    live = observed.seeds.get(key)
+    got = live.file_digests() if live is not None and live.files is not None else None
+    if got == want:
+        return None
+    if got is None and key not in previously_owned:
+        notes.append(Note(ResourceKind.VOLUME, label, f"exists and is not a cloud-init seed that reconcile wrote for "
+                          f"{spec.name}; it is left alone (remove it, or give the domain another name)", refused=True))
+        return None
+    changes = [Change(name, (got or {}).get(name), digest) for name, digest in want.items() if (got or {}).get(name) != digest]
+    changes += [Change(name, digest, None) for name, digest in (got or {}).items() if name not in want]
+    if live is not None and live.instance_id != seed.instance_id:
+        changes.append(Change("instance-id", live.instance_id, seed.instance_id))
+    when = ("cloud-init runs again with it at the domain's next boot" if running or have is None
+            else "cloud-init runs again with it when the domain boots")
+    return Action(ActionKind.UPDATE, ResourceKind.VOLUME, label,
+                  f"cloud-init seed of {spec.name} {'is unreadable' if got is None else 'changed'}: rebuilt; {when}",
+                  changes=tuple(changes), depends_on=waits, payload=params)
+
+
+def _volume_refusals(spec: DomainSpec, observed: Observed, bases: dict, owned: set,
+                     allow_recreate: bool) -> tuple[list[str], list[Disk]]:
+    """What the spec asks of existing volumes that reconcile refuses, and which disks it replaces."""
+    out: list[str] = []
+    replace: list[Disk] = []
     for disk in spec.disks:
+        base = bases[disk.target]
         vol = observed.volumes.get((disk.pool, disk.volume))
-        if vol is None:
+        if base is not None and base.missing and (vol is None or vol.backing != base.path):
+            out.append(f"disk {disk.target}: {base.missing}")
             continue
-        if vol.capacity > disk.size:
+        if vol is None:
+            if base is not None and base.capacity and disk.size is not None and disk.size < base.capacity:
+                out.append(f"disk {disk.target}: size {format_size(disk.size)} is smaller than its base "
+                           f"{base.path} ({format_size(base.capacity)}); an overlay shows its base whole, so set "
+                           f"size to at least {format_size(base.capacity)} or leave it out")
+            continue
+        why = []
+        if vol.format and vol.format != disk.format:
+            why.append(f"is {vol.format}, the spec says {disk.format}")
+        if base is not None and vol.backing != base.path:
+            why.append(f"is backed by {vol.backing or 'nothing'}, the spec says {base.path}")
+        if why:
+            what = f"disk {disk.target}: volume {disk.pool}/{disk.volume} {' and '.join(why)}"
+            if (disk.pool, disk.volume) not in owned:
+                out.append(f"{what}; reconcile did not create that volume for this domain, so it is used as it is "
+                           "and never replaced (name another volume)")
+            elif not (disk.allow_replace or allow_recreate):
+                out.append(f"{what}; that would replace the disk and lose its data, so it is refused "
+                           "(set allow_replace: true on the disk, or apply --allow-recreate)")
+            else:
+                replace.append(disk)
+            continue
+        if disk.size is not None and vol.capacity > disk.size:
             out.append(f"disk {disk.target}: volume {disk.pool}/{disk.volume} is {format_size(vol.capacity)}, the spec says "
                        f"{format_size(disk.size)}; shrinking a disk loses data, so it is refused (set size to at least "
                        f"{format_size(vol.capacity)})")
-    return out
+    return out, replace
 
 
 def _ownership_changes(before: Ownership | None, after: Ownership) -> list[Change]:
@@ -431,7 +613,8 @@ def _define_payload(spec: DomainSpec, owner: Ownership, uuid: str | None, base: 
     return {"xml": xml, "autostart": spec.autostart, "spec": spec, "live": live}
 
 
-def _plan_removal(dom: ObservedDomain, reason: str, stop_timeout: float | None, actions: list[Action]) -> None:
+def _plan_removal(dom: ObservedDomain, reason: str, stop_timeout: float | None, observed: Observed,
+                  actions: list[Action]) -> None:
     stop: tuple[str, ...] = ()
     if dom.running:
         a = Action(ActionKind.STOP, ResourceKind.DOMAIN, dom.name, f"{reason}; it is running",
@@ -439,13 +622,19 @@ def _plan_removal(dom: ObservedDomain, reason: str, stop_timeout: float | None, 
         actions.append(a)
         stop = (a.id,)
     volume_ids = []
+    spared = []
+    backs = {v.backing: v for v in observed.volumes.values() if v.backing}
     for vol in _deletable(dom):
+        have = observed.volumes.get((vol.pool, vol.name))
+        if have is not None and have.path in backs:  # never pull the base from under another disk
+            spared.append(f"{vol.pool}/{vol.name} (the base of {backs[have.path].pool}/{backs[have.path].name})")
+            continue
         a = Action(ActionKind.DESTROY, ResourceKind.VOLUME, f"{vol.pool}/{vol.name}", f"created by reconcile for {dom.name}",
                    depends_on=stop, payload={"pool": vol.pool, "name": vol.name})
         actions.append(a)
         volume_ids.append(a.id)
     kept = [f"{v.pool}/{v.name}" for v in dom.ownership.volumes if v.keep] if dom.ownership else []
-    why = reason + (f"; keeps {', '.join(kept)}" if kept else "")
+    why = reason + (f"; keeps {', '.join(kept + spared)}" if kept or spared else "")
     actions.append(Action(ActionKind.DESTROY, ResourceKind.DOMAIN, dom.name, why,
                           changes=(Change("state", "running" if dom.running else "stopped", "absent"),),
                           depends_on=stop + tuple(volume_ids), payload={"uuid": dom.uuid}))

@@ -68,6 +68,8 @@ class _Walk:
             return f"mapping of name to {self.type_of(schema['additionalProperties'])}"
         words = {"string": "string", "integer": "integer", "number": "number", "boolean": "boolean",
                  "object": "mapping"}
+        if isinstance(kind, list):  # several types: "mapping or string"
+            return " or ".join(words.get(k, str(k)) for k in kind)
         text = words.get(kind, str(kind or "any"))
         low, high = schema.get("minimum"), schema.get("maximum")
         if low is not None and high is not None:

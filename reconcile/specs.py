@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import hashlib
 import json
 import math
 import os
@@ -28,8 +29,8 @@ import yaml
 from .errors import Diagnostic, SpecError
 from .formats import FORMATS, check_name
 from .expand import DIRECTORY_DEFAULTS, Layer, Located, expand_index, has_index, merge_layers
-from .model import (DEFAULT_STOP_TIMEOUT, Cdrom, Desired, Disk, DomainSpec, Graphics, Interface, NetworkSpec, Origin,
-                    PoolSpec, Reference, State)
+from .model import (DEFAULT_STOP_TIMEOUT, Backing, Cdrom, Desired, Disk, DomainSpec, Graphics, ImageSpec, Interface,
+                    NetworkSpec, Origin, PoolSpec, Reference, Seed, State)
 from .units import parse_size
 
 __all__ = ["SpecError", "load", "load_schema", "REFERENCES"]
@@ -43,7 +44,7 @@ MAX_FILE_BYTES = 10 * 1024 * 1024
 MAX_MEMORY = 64 * 1024**4   # 1TiB on purpose is fine; 10^30 bytes is a unit mistake
 MAX_DISK = 16 * 1024**5
 MAX_COUNT = 1000  # as in the schema; checked again so that a huge count is never expanded
-TOP_KINDS = ("domains", "pools", "networks")  # top-level lists whose items are named resources
+TOP_KINDS = ("domains", "pools", "networks", "images")  # top-level lists whose items are named resources
 
 # References a domain makes to resources that must be declared in the specs or exist on
 # the host: (kind, path of the field inside a domain with "*" for every list item, default).
@@ -51,6 +52,7 @@ TOP_KINDS = ("domains", "pools", "networks")  # top-level lists whose items are 
 REFERENCES: list[tuple[str, tuple[str, ...], str | None]] = [
     ("pools", ("disks", "*", "pool"), "default"),
     ("networks", ("interfaces", "*", "network"), None),
+    ("pools", ("cloud_init", "pool"), None),
 ]
 
 # Boot devices and the list of the domain that must hold at least one such device. A row
@@ -627,16 +629,20 @@ class _Build:
         self.references: list[tuple[str, str, Origin]] = []
         self.layers: dict[tuple[str, Path_], Layer] = {}
         self.macs: dict[str, str] = {}  # MAC -> the domain that has it
+        self.images: dict[str, ImageSpec] = {}
+        self.image_volumes: dict[tuple[str, str], str] = {}
 
     def run(self, project: str | None, paths: list[str]) -> Desired:
         project = self._project(project, paths)
         self._declare()
         pools = self._pools()
         networks = self._networks()
+        self._images()  # before domains: a disk in any file may name an image as its backing
         domains = self._domains()
         expected = self._resolve_references()
         return Desired(project=project, domains=tuple(domains), pools=tuple(pools), networks=tuple(networks),
-                       files=tuple(f.path for f in self.files), expected_on_host=tuple(expected))
+                       files=tuple(f.path for f in self.files), expected_on_host=tuple(expected),
+                       images=tuple(self.images.values()))
 
     def _project(self, project: str | None, paths: list[str]) -> str:
         projects: dict[str, SpecFile] = {}
@@ -720,13 +726,40 @@ class _Build:
                                             dhcp_start=dhcp.get("start"), dhcp_end=dhcp.get("end")))
         return networks
 
+    def _images(self) -> None:
+        names: dict[str, str] = {}
+        for f in self.files:
+            for i, item in enumerate(_list(f.data.get("images"))):
+                base = ("images", i)
+                if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+                    continue
+                where = Origin(f.path, *f.mark(base))
+                name = item["name"]
+                if name in names:
+                    self.problems.append(f.diag(base + ("name",), f"image {name!r} is declared twice (also at "
+                                                                  f"{names[name]}); expected unique image names"))
+                    continue
+                names[name] = str(where)
+                if f.is_bad(base):
+                    continue
+                pool = item.get("pool", "default")
+                self.references.append(("pools", pool, Origin(f.path, *f.mark(base + ("pool",)))))
+                source = item["source"]
+                if "://" not in source:
+                    # Not checked here: once imported, an image no longer needs its source.
+                    source = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(f.path)), source))
+                self.images[name] = ImageSpec(name=name, pool=pool, source=source, origin=where,
+                                              format=item.get("format", "qcow2"),
+                                              sha256=item.get("sha256", "").lower() or None)
+                self.image_volumes[(pool, name)] = f"image {name!r}"
+
     def _domains(self) -> list[DomainSpec]:
         profiles = self._profiles()
         dir_defaults = [(os.path.dirname(os.path.abspath(f.path)), f) for f in self.files
                         if os.path.basename(f.path) in DIRECTORY_DEFAULTS and isinstance(f.data.get("defaults"), dict)]
         domains: list[DomainSpec] = []
         seen_domain: dict[str, str] = {}
-        seen_volume: dict[tuple[str, str], str] = {}
+        seen_volume: dict[tuple[str, str], str] = dict(self.image_volumes)
         for f in self.files:
             layers: list[Layer] = []
             here = os.path.abspath(f.path)
@@ -909,28 +942,60 @@ class _Build:
             if not target:
                 continue
             fmt = d.get("format", "qcow2")
-            capacity = size(("disks", j, "size"), False, MAX_DISK)
+            pool = d.get("pool", "default")
+            backing = _backing(d["backing"], pool, self.images) if "backing" in d else None
+            if backing is not None and fmt != "qcow2":
+                problem(("disks", j, "format"), f"{fmt!r} cannot be an overlay; expected qcow2 for a disk with "
+                                                "backing")
+            if "size" in d:
+                capacity = size(("disks", j, "size"), False, MAX_DISK)
+                if capacity is None:
+                    continue
+            elif backing is None:
+                problem(("disks", j), "no size given; expected size (only an overlay, with backing, may leave it "
+                                      "out to have the size of its base)")
+                continue
+            else:
+                capacity = None
             volume = d.get("name") or f"{data['name']}-{target}.{'qcow2' if fmt == 'qcow2' else 'img'}"
             if "name" in d:
                 try:
                     check_name(volume)
                 except ValueError as exc:
                     problem(("disks", j, "name"), str(exc))
-            pool = d.get("pool", "default")
             key = (pool, volume)
             if key in seen_volume:
                 problem(("disks", j), f"volume {pool}/{volume} is already used by {seen_volume[key]}; expected "
                                       "each disk to have its own volume (give it a name)")
             seen_volume[key] = f"domain {data['name']!r}"
-            if capacity is not None:
-                disks.append(Disk(target=target, pool=pool, volume=volume, size=capacity, format=fmt, bus=bus,
-                                  keep=d.get("keep", False)))
+            if backing is not None and backing.kind != "path" and (backing.pool, backing.name) == key:
+                problem(("disks", j, "backing"), "a disk cannot be its own backing image; expected another volume")
+            disks.append(Disk(target=target, pool=pool, volume=volume, size=capacity, format=fmt, bus=bus,
+                              keep=d.get("keep", False), backing=backing,
+                              allow_replace=d.get("allow_replace", False)))
 
         cdroms: list[Cdrom] = []
         for j, c in enumerate(data.get("cdroms", [])):
             bus = c.get("bus", "sata")
             target = target_of(j, "cdroms", c, "hd" if bus == "ide" else "sd")
             cdroms.append(Cdrom(target=target, path=os.path.normpath(c["path"]), bus=bus))
+
+        seed = None
+        if "cloud_init" in data:
+            ci = data["cloud_init"]
+            pool = ci.get("pool") or (disks[0].pool if disks else "default")
+            volume = f"{data['name']}-cidata.iso"
+            if (pool, volume) in seen_volume:
+                problem(("cloud_init",), f"volume {pool}/{volume} is already used by {seen_volume[(pool, volume)]}; "
+                                         "expected the seed to have its own volume")
+            seen_volume[(pool, volume)] = f"the cloud-init seed of domain {data['name']!r}"
+            seed = self._seed(item, data["name"], ci, pool, volume)
+            target = _next_target("sd", used_targets | explicit)
+            if target is None:
+                problem(("cloud_init",), "no free sdX target is left for the seed's cdrom; expected at most 26 devices")
+            else:
+                used_targets.add(target)
+                cdroms.append(Cdrom(target=target, path=None, bus="sata", pool=pool, volume=volume))
 
         boot = data.get("boot")
         known = set(_validator().schema["$defs"]["domain"]["properties"])
@@ -987,7 +1052,74 @@ class _Build:
             max_vcpus=data.get("max_vcpus"),
             state=State(data.get("state", "running")),
             stop_timeout=float(data.get("stop_timeout", DEFAULT_STOP_TIMEOUT)),
+            seed=seed,
         )
+
+    def _seed(self, item: Located, domain: str, ci: dict[str, Any], pool: str, volume: str) -> Seed | None:
+        """The seed's files. The instance-id derives from the content (unless meta_data sets one),
+        so changing user-data gives a new instance-id and cloud-init runs again at the next boot."""
+        contents: dict[str, bytes] = {}
+        for key, name, header in (("user_data", "user-data", "#cloud-config\n"),
+                                  ("network_config", "network-config", "")):
+            if key not in ci:
+                continue
+            value = ci[key]
+            if isinstance(value, dict):
+                contents[name] = (header + yaml.safe_dump(value, sort_keys=False, default_flow_style=False)).encode()
+            elif "\n" in value:  # a block of text (`|`): the file's content as it is
+                contents[name] = value.encode()
+            else:
+                data = self._read_beside(item, ("cloud_init", key), value)
+                if data is None:
+                    return None
+                contents[name] = data
+        meta: dict[str, Any] = {}
+        if "meta_data" in ci:
+            value = ci["meta_data"]
+            path = ("cloud_init", "meta_data")
+            if isinstance(value, dict):
+                meta = dict(value)
+            else:
+                data = value.encode() if "\n" in value else self._read_beside(item, path, value)
+                if data is None:
+                    return None
+                try:
+                    meta = yaml.safe_load(data) or {}
+                except yaml.YAMLError as exc:
+                    self.problems.append(item.diag(path, f"not valid YAML ({exc}); expected a YAML mapping"))
+                    return None
+                if not isinstance(meta, dict):
+                    self.problems.append(item.diag(path, f"holds {_kind(meta)}; expected a YAML mapping"))
+                    return None
+        digest = hashlib.sha256()
+        for name in ("user-data", "network-config"):
+            digest.update(name.encode() + b"\0" + contents.get(name, b"") + b"\0")
+        digest.update(json.dumps(meta, sort_keys=True, default=str).encode())
+        instance_id = str(meta.get("instance-id") or f"{domain}-{digest.hexdigest()[:12]}")
+        meta = {"instance-id": instance_id, "local-hostname": meta.get("local-hostname", domain),
+                **{k: v for k, v in meta.items() if k not in ("instance-id", "local-hostname")}}
+        contents["meta-data"] = yaml.safe_dump(meta, sort_keys=False, default_flow_style=False).encode()
+        if "user-data" not in contents:  # NoCloud wants the file, even empty
+            contents["user-data"] = b"#cloud-config\n"
+        files = tuple((name, contents[name]) for name in ("meta-data", "user-data", "network-config") if name in contents)
+        whole = hashlib.sha256(b"".join(n.encode() + b"\0" + d + b"\0" for n, d in files)).hexdigest()
+        return Seed(pool=pool, volume=volume, files=files, digest="sha256:" + whole, instance_id=instance_id)
+
+    def _read_beside(self, item: Located, path: Path_, value: str) -> bytes | None:
+        """A file a spec names, relative to the file that set the field."""
+        source, _ = item.where(path)
+        full = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(source.path)), value))
+        try:
+            data = Path(full).read_bytes()
+        except OSError as exc:
+            self.problems.append(item.diag(path, f"cannot read {full}: {exc.strerror or exc}; expected a file "
+                                                 "beside the spec, a block of text or a mapping"))
+            return None
+        if len(data) > 4 * 1024 * 1024:
+            self.problems.append(item.diag(path, f"{full} is larger than 4 MiB; expected a small file "
+                                                 "(cloud-init seeds are meant to be small)"))
+            return None
+        return data
 
     def _resolve_references(self) -> list[Reference]:
         """References to resources not declared in the specs: those must exist on the host."""
@@ -1016,6 +1148,15 @@ def _fold_copies(problems: list[Diagnostic], template: Any) -> list[Diagnostic]:
         shown = ", ".join(names) if len(names) <= 4 else f"{names[0]}, {names[1]}, ... {names[-1]}"
         out.append(Diagnostic(file, line, col, fld, f"{message} (in {len(names)} copies: {shown})", template))
     return out
+
+
+def _backing(value: str, pool: str, images: dict[str, ImageSpec]) -> Backing:
+    """`backing:` names a declared image, else a path (absolute), else a volume in the disk's pool."""
+    if value in images:
+        return Backing("image", images[value].pool, value)
+    if value.startswith("/"):
+        return Backing("path", path=os.path.normpath(value))
+    return Backing("volume", pool, value)
 
 
 _DISK_PREFIX = {"virtio": "vd", "sata": "sd", "scsi": "sd", "usb": "sd", "ide": "hd"}

@@ -16,7 +16,7 @@ import reconcile
 PACKAGE = Path(reconcile.__file__).parent
 MODULES = sorted(m.name for m in pkgutil.iter_modules([str(PACKAGE)]) if m.name != "__main__")
 PURE = {"model", "planner", "domxml", "netxml", "export", "diff", "render", "units", "errors", "formats", "expand",
-        "reference"}
+        "reference", "seed"}
 
 
 def imports_of(module: str) -> set[str]:

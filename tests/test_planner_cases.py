@@ -1,9 +1,10 @@
 """One generic runner for the planner scenarios in tests/planner/cases/*.yaml.
 
-A case gives the specs (as YAML text), the observed host (as plain data; a domain can be
-`like: NAME` to start from what the spec of NAME wants, then `set:` a few fields) and the
-expected plan: actions as `GLYPH resource name`, changes per action, and notes (matched by
-substring). Adding a scenario is adding a file.
+A case gives the specs (as YAML text, with `files:` they refer to), the observed host (as
+plain data; a domain can be `like: NAME` to start from what the spec of NAME wants, then
+`set:` a few fields; a seed volume can be `like: NAME` too, or list its files) and the
+expected plan: actions as `GLYPH resource name`, changes, reasons and dependencies per
+action, and notes (matched by substring). Adding a scenario is adding a file.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from reconcile import planner, specs
-from reconcile.model import Observed, ObservedDomain, ObservedPool, ObservedVolume, Ownership, VolumeRef
-from reconcile.render import change_line, change_text
+from reconcile import planner, seed, specs
+from reconcile.model import Observed, ObservedDomain, ObservedPool, ObservedSeed, ObservedVolume, Ownership, VolumeRef
+from reconcile.render import change_line, change_text, dumps, plan_json, plan_text
 from reconcile.units import parse_size
 
 CASES = sorted((Path(__file__).parent / "planner" / "cases").glob("*.yaml"))
@@ -50,10 +51,21 @@ def observed_from(data: dict, desired) -> Observed:
                                             live_essence=live)
     pools = {p["name"]: ObservedPool(p["name"], p.get("active", True), p.get("path", "/x")) for p in data.get("pools", [])}
     volumes = {(v["pool"], v["name"]): ObservedVolume(v["pool"], v["name"], parse_size(v["capacity"]), 0,
-                                                      v.get("format", "qcow2"), f"/x/{v['name']}")
+                                                      v.get("format", "qcow2"), v.get("path", f"/x/{v['name']}"),
+                                                      v.get("backing"), v.get("content_format"))
                for v in data.get("volumes", [])}
+    # A seed is given as the files it holds; `like: DOMAIN` holds exactly what that spec wants.
+    seeds = {}
+    for s in data.get("seeds", []):
+        if "like" in s:
+            files = dict(wanted[s["like"]].seed.files)
+        else:
+            files = None if s.get("files") is None else {k: v.encode() for k, v in s["files"].items()}
+        seeds[(s["pool"], s["name"])] = ObservedSeed(files, seed.instance_id_of(files.get("meta-data", b"")) if files else None)
+        volumes.setdefault((s["pool"], s["name"]), ObservedVolume(s["pool"], s["name"], 65536, 0, "raw", f"/x/{s['name']}"))
     aliases = {tuple(k.split("/")): v for k, v in (data.get("machine_aliases") or {}).items()}
-    return Observed(uri="test:///plain", domains=domains, pools=pools, volumes=volumes, machine_aliases=aliases)
+    return Observed(uri="test:///plain", domains=domains, pools=pools, volumes=volumes, seeds=seeds,
+                    machine_aliases=aliases)
 
 
 @pytest.mark.parametrize("case_file", CASES, ids=[c.stem for c in CASES])
@@ -61,6 +73,8 @@ def test_planner_case(case_file: Path, tmp_path: Path) -> None:
     case = yaml.safe_load(case_file.read_text())
     spec_file = tmp_path / "specs.yaml"
     spec_file.write_text(case["specs"])
+    for name, text in (case.get("files") or {}).items():  # files the specs refer to
+        (tmp_path / name).write_text(text)
     desired = specs.load([str(spec_file)])
     observed = observed_from(case.get("observed") or {}, desired)
     options = planner.Options(prune=case.get("prune", False), **(case.get("options") or {}))
@@ -85,6 +99,15 @@ def test_planner_case(case_file: Path, tmp_path: Path) -> None:
     notes = [f"{'!' if n.refused else '='} {n.resource.value} {n.name}: {n.message}" for n in plan.notes]
     for wanted in expect.get("notes", []):
         assert any(wanted in n for n in notes), f"no note contains {wanted!r}; notes: {notes}"
+    shown = plan_text(plan, verbose=True) + dumps(plan_json(plan))
+    for secret in expect.get("hidden", []):
+        assert secret not in shown, f"{secret!r} is shown in the plan"
+    for label, reason in (expect.get("reasons") or {}).items():
+        action = next(a for a in plan.actions if f"{a.kind.glyph} {a.resource.value} {a.name}" == label)
+        assert reason in action.reason, f"reason of {label}: {action.reason!r}"
+    for label, deps in (expect.get("depends") or {}).items():
+        action = next(a for a in plan.actions if f"{a.kind.glyph} {a.resource.value} {a.name}" == label)
+        assert set(deps) <= set(action.depends_on), f"{label} depends on {action.depends_on}"
     assert len(plan.refusals) == expect.get("refusals", 0), notes
 
     # The planner is a pure function: the same inputs give the same plan.

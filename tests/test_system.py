@@ -8,6 +8,7 @@ destroy removes the domains and the volumes reconcile created, and keeps the kep
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 from pathlib import Path
@@ -23,23 +24,31 @@ pytestmark = pytest.mark.libvirtd
 
 def examples_as_test_lab(lab) -> None:
     """Copy specs/ into the lab, renamed with the test prefix and moved to the lab's pool."""
+    base = lab.pool_path.parent / f"{lab.name}-base.qcow2"  # what scripts/up makes
+    base.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(base), "1G"], check=True)
     for src in sorted((REPO / "specs").glob("*.yaml")):
         data = yaml.safe_load(src.read_text())
         data["project"] = lab.name
         data.pop("pools", None)
+        for image in data.get("images", []):
+            image["name"] = image["name"].replace("lab-", f"{lab.name}-", 1)
+            image["pool"] = lab.pool
+            image["source"] = str(base)
         for dom in data.get("domains", []):
             dom["name"] = dom["name"].replace("lab-", f"{lab.name}-", 1)
             dom["type"] = DOMAIN_TYPE
             dom["stop_timeout"] = 1
             for disk in dom.get("disks", []):
                 disk["pool"] = lab.pool
-                if "name" in disk:
-                    disk["name"] = disk["name"].replace("lab-", f"{lab.name}-", 1)
+                for key in ("name", "backing"):
+                    if key in disk:
+                        disk[key] = disk[key].replace("lab-", f"{lab.name}-", 1)
             for cdrom in dom.get("cdroms", []):
                 cdrom["path"] = str(lab.pool_path.parent / f"{lab.name}.iso")
             if "graphics" in dom:
                 dom["graphics"]["port"] = "auto"  # a fixed port would collide with a running example
-        if data.get("domains"):
+        if data.get("domains") or data.get("images"):
             (lab.specs / src.name).write_text(yaml.safe_dump(data, sort_keys=False))
     iso = lab.pool_path.parent / f"{lab.name}.iso"
     iso.parent.mkdir(parents=True, exist_ok=True)
@@ -55,7 +64,7 @@ def test_examples_apply_then_converge(lab):
     first = lab.cli("apply", check=0)
     assert "+ create domain" in first.stdout
     names = lab.domain_names()
-    assert len(names) == 4, names
+    assert len(names) == 5, names
     assert all(running(lab.conn, n) for n in names)
 
     second = lab.cli("apply", check=0)
@@ -68,6 +77,14 @@ def test_examples_apply_then_converge(lab):
     assert "machine='pc-i440fx-" in xml
     assert "<memory unit='KiB'>512000</memory>" in xml
     assert re.search(r"<boot dev='cdrom'/>\s*<boot dev='hd'/>", xml)
+
+    # The cloud lab: an overlay larger than its base, a kept data disk, a cidata seed.
+    overlay = json.loads(subprocess.run(["qemu-img", "info", "-U", "--output=json", str(lab.pool_path / f"{lab.name}-app01-vda.qcow2")],
+                                        check=True, capture_output=True, text=True).stdout)
+    assert overlay["backing-filename"] == str(lab.pool_path / f"{lab.name}-base.qcow2")
+    assert overlay["virtual-size"] == 4 * 1024**3
+    xml = lab.conn.lookupByName(f"{lab.name}-app01").XMLDesc(0)
+    assert f"volume='{lab.name}-app01-data.qcow2'" in xml and f"volume='{lab.name}-app01-cidata.iso'" in xml
 
 
 def test_stopped_behind_our_back_is_started_again(lab):
