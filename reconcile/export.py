@@ -62,6 +62,9 @@ def export_domain(observed: Observed, name: str) -> dict[str, Any]:
         out["disks"] = disks
     cdroms = []
     for target, c in e.get("cdroms", {}).items():
+        if c.get("volume"):
+            raise fail(f"cdrom drive {target} holds the pool volume {c.get('pool')}/{c['volume']}; a spec names a "
+                       "cdrom by its file path (a cloud-init seed is declared with cloud_init instead)")
         if not c.get("path"):
             raise fail(f"cdrom drive {target} is empty")
         cdroms.append({"path": c["path"], "target": target, "bus": c["bus"]})

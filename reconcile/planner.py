@@ -547,10 +547,13 @@ def _plan_seed(spec: DomainSpec, observed: Observed, have: ObservedDomain | None
         notes.append(Note(ResourceKind.VOLUME, label, f"exists and is not a cloud-init seed that reconcile wrote for "
                           f"{spec.name}; it is left alone (remove it, or give the domain another name)", refused=True))
         return None
-    changes = [Change(name, (got or {}).get(name), digest) for name, digest in want.items() if (got or {}).get(name) != digest]
-    changes += [Change(name, digest, None) for name, digest in (got or {}).items() if name not in want]
+    # cloud-init reads the seed when the guest boots: every change to it is next-boot.
+    nb = ChangeClass.NEXT_BOOT
+    changes = [Change(name, (got or {}).get(name), digest, nb) for name, digest in want.items()
+               if (got or {}).get(name) != digest]
+    changes += [Change(name, digest, None, nb) for name, digest in (got or {}).items() if name not in want]
     if live is not None and live.instance_id != seed.instance_id:
-        changes.append(Change("instance-id", live.instance_id, seed.instance_id))
+        changes.append(Change("instance-id", live.instance_id, seed.instance_id, nb))
     when = ("cloud-init runs again with it at the domain's next boot" if running or have is None
             else "cloud-init runs again with it when the domain boots")
     return Action(ActionKind.UPDATE, ResourceKind.VOLUME, label,

@@ -20,6 +20,7 @@ import threading
 import time
 from pathlib import Path
 
+import jsonschema
 import libvirt
 import pytest
 import yaml
@@ -144,6 +145,9 @@ def test_import_from_http_happens_once(lab, tmp_path):
             images:
               - {{name: {lab.name}-cloud.qcow2, pool: {lab.pool}, source: "{www.url('cloud.qcow2', 'lab:pa55word@')}", sha256: {digest}}}
             """)
+        planned = lab.cli("plan", "-o", "json", check=0)
+        jsonschema.validate(json.loads(planned.stdout), json.loads((REPO / "schemas" / "plan.schema.json").read_text()))
+        assert "pa55word" not in planned.stdout
         out = lab.cli("apply", check=0)
         assert f"imported from {www.url('cloud.qcow2', '(credentials)@')}" in out.stdout
         assert "pa55word" not in out.stdout + out.stderr
@@ -302,8 +306,9 @@ def test_cloud_init_seed_is_read_back_and_a_change_shows_without_secrets(lab, tm
     plan = lab.cli("plan", "--detailed-exitcode", check=2)
     assert f"~ update volume {lab.pool}/{name}-cidata.iso  (cloud-init seed of {name} changed: rebuilt;" in plan.stdout
     assert "      user-data: sha256:" in plan.stdout
-    assert f"      instance-id: {first_id} -> {name}-" in plan.stdout
+    assert f"      instance-id: {first_id} -> {name}-" in plan.stdout and "[next-boot]" in plan.stdout
     as_json = lab.cli("plan", "-o", "json", check=0)
+    jsonschema.validate(json.loads(as_json.stdout), json.loads((REPO / "schemas" / "plan.schema.json").read_text()))
     for out in (plan.stdout, as_json.stdout, plan.stderr):
         assert "s3cret" not in out
     lab.cli("apply", check=0)
