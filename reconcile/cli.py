@@ -11,13 +11,16 @@ import argparse
 import json
 import os
 import sys
+import threading
+import time
 import traceback
 from collections.abc import Sequence
 
 from . import render, specs
 from .errors import ReconcileError, SpecError
 from .executor import DEFAULT_PARALLEL, execute
-from .model import ActionResult, Plan
+from .lock import DEFAULT_LOCK_TIMEOUT, RunLock
+from .model import Action, ActionResult, Plan
 from .planner import Options, plan_destroy
 from .planner import plan as make_plan
 
@@ -53,11 +56,16 @@ def build_parser() -> argparse.ArgumentParser:
                         help="take over existing domains that specs name but reconcile did not create")
         sp.add_argument("--allow-recreate", action="store_true",
                         help="allow identity-level changes (type, arch, disk format); a replaced disk loses its data")
-    a.add_argument("--parallel", type=int, default=DEFAULT_PARALLEL, metavar="N", help=f"actions at once (default: {DEFAULT_PARALLEL})")
     a.add_argument("--dry-run", action="store_true", help="plan only; change nothing")
     d = sub.add_parser("destroy", parents=[common], help="remove everything these specs manage")
-    d.add_argument("--parallel", type=int, default=DEFAULT_PARALLEL, metavar="N", help=f"actions at once (default: {DEFAULT_PARALLEL})")
     d.add_argument("--force", action="store_true", help="power off at once instead of an ACPI shutdown first")
+    for sp in (a, d):
+        sp.add_argument("--parallel", type=_positive, default=DEFAULT_PARALLEL, metavar="N",
+                        help=f"actions at once (default: {DEFAULT_PARALLEL})")
+        sp.add_argument("--lock-timeout", type=float, default=DEFAULT_LOCK_TIMEOUT, metavar="SECONDS",
+                        help=f"how long to wait for another run of the project on this host (default: {DEFAULT_LOCK_TIMEOUT:g})")
+        sp.add_argument("--break-lock", action="store_true",
+                        help="remove the project's lock on the host even if its holder may still run")
     e = sub.add_parser("export", help="print the spec YAML of existing domains")
     e.add_argument("-c", "--connect", metavar="URI", help="libvirt URI (default: $LIBVIRT_DEFAULT_URI, else qemu:///system)")
     e.add_argument("--project", help="project to write into the spec (default: none, the directory name applies)")
@@ -68,10 +76,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
 class Console:
     def __init__(self, args: argparse.Namespace):
         self.args = args
         self.json = args.output == "json"
+        # apply/destroy with -q or JSON: no plan, no per-action lines; only recap and errors
+        self.quiet_apply = args.quiet or self.json
 
     def out(self, text: str) -> None:
         print(text, flush=True)
@@ -82,6 +99,84 @@ class Console:
 
     def err(self, text: str) -> None:
         print(text, file=sys.stderr, flush=True)
+
+    def note(self, text: str) -> None:
+        """Something the user should know while waiting; on stderr, so JSON stays clean."""
+        if not self.args.quiet:
+            print(text, file=sys.stderr, flush=True)
+
+
+class Progress:
+    """Progress of an apply: a line per finished action, and a live view on a terminal.
+
+    Without a terminal (a pipeline log) each action prints one line with its duration when
+    it ends. On a terminal the same lines scroll above a status line that shows what runs
+    right now and for how long, redrawn a few times a second.
+    """
+
+    def __init__(self, console: Console, total: int, live: bool):
+        self.console, self.total, self.live = console, total, live
+        self.running: dict[str, tuple[Action, float]] = {}
+        self.done = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._redraw, name="reconcile-progress", daemon=True) if live else None
+        self._status_shown = False
+
+    def __enter__(self) -> Progress:
+        if self._thread:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join()
+        with self._lock:
+            self._clear()
+
+    def started(self, action: Action, when: float) -> None:
+        with self._lock:
+            self.running[action.id] = (action, time.monotonic())
+
+    def finished(self, result: ActionResult) -> None:
+        with self._lock:
+            self.running.pop(result.action.id, None)
+            self.done += 1
+            if self.console.quiet_apply:
+                return
+            self._clear()
+            print(render.result_line(result), flush=True)
+            self._draw()
+
+    def _clear(self) -> None:
+        if self._status_shown:
+            sys.stdout.write("\r\x1b[K")
+            self._status_shown = False
+
+    def _draw(self) -> None:
+        if not self.live or not self.running:
+            return
+        now = time.monotonic()
+        parts = [f"{a.kind.value} {a.name} {now - t0:.0f}s" for a, t0 in sorted(self.running.values(), key=lambda v: v[1])]
+        text = f"[{self.done}/{self.total}] running: " + ", ".join(parts)
+        width = max(20, _terminal_width() - 1)
+        sys.stdout.write("\r\x1b[K" + (text if len(text) <= width else text[: width - 3] + "..."))
+        sys.stdout.flush()
+        self._status_shown = True
+
+    def _redraw(self) -> None:
+        while not self._stop.wait(0.25):
+            with self._lock:
+                self._clear()
+                self._draw()
+
+
+def _terminal_width() -> int:
+    try:
+        return os.get_terminal_size(sys.stdout.fileno()).columns or 80  # 0: a terminal with no size set
+    except OSError:
+        return 80
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -134,23 +229,29 @@ def run(args: argparse.Namespace, console: Console) -> int:
     from .libvirt_host import LibvirtHost  # imported late: validate works without libvirt
 
     host = LibvirtHost(default_uri(args.connect))
+    acting = args.command == "destroy" or (args.command == "apply" and not args.dry_run)
+    lock = RunLock(host, desired.project, command=f"reconcile {args.command}", on_wait=console.note)
     try:
+        if acting:  # taken before observing, so the plan sees what the previous run left
+            lock.acquire(timeout=args.lock_timeout, break_lock=args.break_lock)
         observed = host.observe(pools=desired.pools_of_interest(), volumes=desired.volumes_of_interest(),
                                 seeds=desired.seeds_of_interest(), images=desired.images_of_interest(),
-                                live={d.name for d in desired.domains})
+                                live={d.name for d in desired.domains},
+                                machines=any(d.machine for d in desired.domains))
         if args.command == "destroy":
             the_plan = plan_destroy(desired, observed)
         else:
             the_plan = make_plan(desired, observed, options=Options(
                 prune=args.prune, restart=args.restart, adopt=args.adopt, allow_recreate=args.allow_recreate))
 
-        if args.command == "plan" or (args.command == "apply" and args.dry_run):
+        if not acting:
             show_plan(the_plan, console)
             if the_plan.refusals:
                 return EXIT_ERROR
             return EXIT_CHANGES if (getattr(args, "detailed_exitcode", False) and not the_plan.empty) else EXIT_OK
         return apply(the_plan, host, args, console)
     finally:
+        lock.release()
         host.close()
 
 
@@ -164,24 +265,28 @@ def show_plan(the_plan: Plan, console: Console) -> None:
 
 
 def apply(the_plan: Plan, host, args: argparse.Namespace, console: Console) -> int:
-    if not console.json:
+    if not console.quiet_apply:
         show_plan(the_plan, console)
-
-    def progress(result: ActionResult) -> None:
-        console.info(render.result_line(result))
-
     if the_plan.actions:
-        console.info("Applying:")
-    result = execute(the_plan, host, parallel=args.parallel, force=getattr(args, "force", False), on_result=progress)
+        console.info(f"Applying ({min(args.parallel, len(the_plan.actions))} at a time):")
+    live = not console.quiet_apply and sys.stdout.isatty()
+    with Progress(console, len(the_plan.actions), live) as progress:
+        result = execute(the_plan, host, parallel=args.parallel, force=getattr(args, "force", False),
+                         on_result=progress.finished, on_start=progress.started)
     if console.json:
         console.out(render.dumps(render.apply_json(result)))
     else:
-        for r in result.results:
-            if r.status.value in ("failed", "skipped") and args.quiet:
-                console.err(render.result_line(r))
+        if args.quiet:
+            for r in result.results:
+                if r.status.value in ("failed", "skipped"):
+                    console.err(render.result_line(r))
         for note in the_plan.refusals:
             console.err(f"refused: {note.resource.value} {note.name}: {note.message}")
         console.out(render.apply_recap(result))
+    if result.connection_lost:
+        console.err(f"error: lost the connection to libvirtd at {host.uri} during {args.command}; the actions "
+                    "not attempted are listed as skipped. Nothing is left half-done that a re-run does not "
+                    "finish: run the same command again once libvirtd answers.")
     return EXIT_OK if result.ok else EXIT_ERROR
 
 

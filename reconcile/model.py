@@ -475,8 +475,11 @@ class ActionResult:
     action: Action
     status: Status
     message: str = ""
-    started: float = 0.0
+    started: float = 0.0   # seconds since the epoch
     finished: float = 0.0
+    # A stable word for machines: for a stop "graceful", "forced" or "already stopped".
+    outcome: str = ""
+    error: str = ""  # the kind of error of a failed action ("conflict", "host unavailable", ...)
 
     @property
     def duration(self) -> float:
@@ -488,6 +491,7 @@ class ApplyResult:
     plan: Plan
     results: tuple[ActionResult, ...]
     wall_time: float = 0.0
+    connection_lost: bool = False  # the host went away mid-apply; the rest was not attempted
 
     def count(self, status: Status) -> int:
         return sum(1 for r in self.results if r.status == status)

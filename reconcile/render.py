@@ -106,14 +106,20 @@ def result_line(result) -> str:
     return f"  {a.kind.glyph} {a.kind.value} {a.resource.value} {a.name}: {result.status.value}{detail} [{result.duration:.1f}s]"
 
 
+def recap_counts(result: ApplyResult) -> dict[str, int]:
+    """Applied, unchanged (re-checked and already done, or matching from the start), failed
+    (including what the plan refused), skipped."""
+    return {
+        "applied": result.count(Status.APPLIED),
+        "unchanged": result.count(Status.UNCHANGED) + sum(1 for n in result.plan.notes if not n.refused),
+        "failed": result.count(Status.FAILED) + len(result.plan.refusals),
+        "skipped": result.count(Status.SKIPPED),
+    }
+
+
 def apply_recap(result: ApplyResult) -> str:
-    changed = result.count(Status.APPLIED)
-    unchanged = result.count(Status.UNCHANGED)
-    ok = unchanged + sum(1 for n in result.plan.notes if not n.refused)
-    failed = result.count(Status.FAILED) + len(result.plan.refusals)
-    skipped = result.count(Status.SKIPPED)
-    return (f"Recap: {ok} ok, {changed} changed, {failed} failed, {skipped} skipped "
-            f"in {result.wall_time:.1f}s")
+    counts = recap_counts(result)
+    return "Recap: " + ", ".join(f"{n} {k}" for k, n in counts.items()) + f" in {result.wall_time:.1f}s"
 
 
 def _change_json(change: Change) -> dict[str, Any]:
@@ -167,9 +173,13 @@ def apply_json(result: ApplyResult) -> dict[str, Any]:
             "started": r.started,
             "finished": r.finished,
             "duration": round(r.duration, 3),
+            **({"outcome": r.outcome} if r.outcome else {}),
+            **({"error": r.error} if r.error else {}),
         }
         for r in result.results
     ]
+    doc["recap"] = recap_counts(result)
+    doc["connection_lost"] = result.connection_lost
     doc["wall_time"] = round(result.wall_time, 3)
     doc["ok"] = result.ok
     return doc

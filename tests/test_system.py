@@ -69,7 +69,7 @@ def test_examples_apply_then_converge(lab):
 
     second = lab.cli("apply", check=0)
     assert "No changes." in second.stdout, second.stdout
-    assert re.search(r"Recap: \d+ ok, 0 changed, 0 failed", second.stdout), second.stdout
+    assert re.search(r"Recap: 0 applied, \d+ unchanged, 0 failed, 0 skipped", second.stdout), second.stdout
     lab.cli("plan", "--detailed-exitcode", check=0)
 
     # The 701 example: machine alias, ide disk and cdrom, VNC port, boot order all read back.
@@ -104,7 +104,7 @@ def test_stopped_behind_our_back_is_started_again(lab):
     assert f"> start domain {name}" in plan.stdout
     assert "state: stopped -> running" in plan.stdout
     applied = lab.cli("apply", check=0)
-    assert "changed" in applied.stdout
+    assert "1 applied" in applied.stdout, applied.stdout
     assert running(lab.conn, name)
     lab.cli("plan", "--detailed-exitcode", check=0)
 

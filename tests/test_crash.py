@@ -1,0 +1,83 @@
+"""Crash safety: an apply or a destroy killed with SIGKILL at any point is finished by the
+next run, on the real daemon.
+
+Each round kills `apply` at one more point of its work (see tests/kill_at.py: the start and
+the end of every call that changes the host, counted across worker threads), runs `apply`
+again and checks the host: every domain once, running, with its volume; every volume in
+the pool recorded as owned by its domain; no "already exists"; a plan with nothing to do.
+Then the same for `destroy`. The killed run also leaves its lock behind, which the next
+run must recognise as stale.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+
+import libvirt
+import pytest
+
+from reconcile import domxml
+
+from .conftest import DOMAIN_TYPE, REPO, cleanup_host
+
+pytestmark = pytest.mark.libvirtd
+
+DOMAINS = 3
+# 1 pool + 3 x (define, volume, start) calls for apply; 3 x (stop, volume, undefine) for destroy;
+# two points each.
+APPLY_POINTS = 2 * (1 + 3 * DOMAINS)
+DESTROY_POINTS = 2 * 3 * DOMAINS
+
+
+def kill_at(point: int, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tests.kill_at", str(point), *args], capture_output=True,
+                          text=True, cwd=REPO, timeout=300, env={"LIBVIRT_DEFAULT_URI": "qemu:///system",
+                                                                "PATH": "/usr/bin:/bin"})
+
+
+def owned_volumes(conn, prefix: str) -> dict[str, set[str]]:
+    out = {}
+    for dom in conn.listAllDomains(0):
+        if dom.name().startswith(prefix):
+            own = domxml.read_ownership(ET.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)))
+            out[dom.name()] = {v.name for v in own.volumes} if own else set()
+    return out
+
+
+def test_killed_anywhere_the_next_run_converges(lab):
+    names = [lab.dom(f"c{i}") for i in range(DOMAINS)]
+    lab.spec("crash.yaml", "domains:\n" + "".join(f"""
+          - name: {n}
+            type: {DOMAIN_TYPE}
+            memory: 64MiB
+            stop_timeout: 0
+            disks: [{{pool: {lab.pool}, size: 16MiB}}]
+        """.replace("\n        ", "\n") for n in names))
+    specs = str(lab.specs)
+    for point in range(APPLY_POINTS):
+        cleanup_host(lab.conn, prefix=lab.name)  # the pool too: its creation is a point as well
+        killed = kill_at(point, "apply", specs)
+        assert killed.returncode == -9, f"point {point} was not reached:\n{killed.stdout}\n{killed.stderr}"
+
+        again = lab.cli("apply")
+        context = f"apply killed at point {point}:\n{again.stdout}\n{again.stderr}"
+        assert again.returncode == 0, context
+        assert "already exists" not in again.stdout + again.stderr, context
+        assert "Traceback" not in again.stderr, context
+        assert lab.domain_names() == set(names), context
+        assert all(lab.conn.lookupByName(n).isActive() for n in names), context
+        assert lab.volume_names() == {f"{n}-vda.qcow2" for n in names}, context
+        assert owned_volumes(lab.conn, lab.name) == {n: {f"{n}-vda.qcow2"} for n in names}, context
+        lab.cli("plan", "--detailed-exitcode", check=0)
+
+        point_d = (point * 7) % DESTROY_POINTS  # spread over every point of destroy too
+        killed = kill_at(point_d, "destroy", "--force", specs)
+        assert killed.returncode == -9, f"destroy point {point_d} was not reached:\n{killed.stdout}\n{killed.stderr}"
+        again = lab.cli("destroy", "--force")
+        context = f"destroy killed at point {point_d}:\n{again.stdout}\n{again.stderr}"
+        assert again.returncode == 0, context
+        assert lab.domain_names() == set(), context
+        assert lab.volume_names() == set(), context
+        assert "No changes." in lab.cli("destroy", check=0).stdout

@@ -1,0 +1,111 @@
+"""Losing libvirtd in the middle of an apply: a clear message, no traceback, nothing more
+attempted, and a re-run that converges.
+
+libvirtd itself is shared and must keep running, so the test talks to it through a small
+unix-socket relay of its own and cuts that: to reconcile it is the daemon going away.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from .conftest import DOMAIN_TYPE, REPO
+
+pytestmark = pytest.mark.libvirtd
+
+DAEMON_SOCKET = "/var/run/libvirt/libvirt-sock"
+
+
+class Relay:
+    """Accepts on `path` and pipes every connection to libvirtd's socket until `cut`."""
+
+    def __init__(self, path: str):
+        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.server.bind(path)
+        self.server.listen()
+        self.sockets: list[socket.socket] = []
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            upstream.connect(DAEMON_SOCKET)
+            with self.lock:
+                self.sockets += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def cut(self) -> None:
+        self.server.close()
+        with self.lock:
+            for s in self.sockets:
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                s.close()
+
+
+def test_connection_lost_mid_apply_then_rerun_converges(lab, tmp_path):
+    if not os.path.exists(DAEMON_SOCKET):
+        pytest.skip(f"no {DAEMON_SOCKET}")
+    names = [lab.dom(f"n{i}") for i in range(4)]
+    lab.spec("lost.yaml", "domains:\n" + "".join(
+        f"  - {{name: {n}, type: {DOMAIN_TYPE}, memory: 64MiB, stop_timeout: 0,"
+        f" disks: [{{pool: {lab.pool}, size: 16MiB}}]}}\n" for n in names))
+    path = str(tmp_path / "relay.sock")
+    relay = Relay(path)
+    env = dict(os.environ, LIBVIRT_DEFAULT_URI=f"qemu+unix:///system?socket={path}")
+    proc = subprocess.Popen([sys.executable, "-m", "reconcile", "apply", "--parallel", "1", str(lab.specs)],
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines = []
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if ": applied" in line:  # the first action is done: now libvirtd "goes away"
+                relay.cut()
+                break
+        out = "".join(lines) + proc.stdout.read()
+        err = proc.stderr.read()
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        relay.cut()
+    assert proc.returncode == 1, out + err
+    assert "Traceback" not in err, err
+    assert "lost the connection to libvirtd" in err, err
+    assert "run the same command again" in err
+    assert "skipped (not attempted: the connection to the host was lost)" in out, out
+
+    again = lab.cli("apply")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "already exists" not in again.stdout
+    assert lab.domain_names() == set(names)
+    assert all(lab.conn.lookupByName(n).isActive() for n in names)
+    lab.cli("plan", "--detailed-exitcode", check=0)
