@@ -4,8 +4,9 @@
 
 Prints, for libvirt's in-process test:///default and for the real qemu:///system:
 - plan time for N managed domains (each with one volume), against the floor: loading the
-  same YAML with PyYAML plus the reads a plan needs (one domain listing, one XML per domain,
-  the pool's volume listing and one XML per volume), serially;
+  same YAML with PyYAML plus the reads a plan needs (one domain listing, one XML per domain
+  and the live one of each running domain the specs name, the pool's volume listing and
+  one XML per volume), serially;
 - cold apply, no-op apply and destroy of N running domains with a volume each, at
   --parallel 1 and at the default, against the serial floor: per domain, create the
   volume, define and start (apply); the plan reads (no-op); power off, delete the volume
@@ -85,15 +86,23 @@ def timed(fn, *args) -> float:
 # -- the floor: what a bare libvirt-python script needs -----------------------------------------
 
 def floor_read(uri: str, spec_dir: Path, pool: str, volumes: set[str]) -> None:
+    """The reads a plan needs: every domain's config, and the live XML of the running ones
+    the specs name (a change waiting for a restart shows as config != live)."""
+    named = set()
     for f in sorted(spec_dir.glob("*.yaml")):
-        yaml.load(f.read_text(), Loader=LOADER)
+        named |= {d["name"] for d in yaml.load(f.read_text(), Loader=LOADER).get("domains", [])}
     conn = libvirt.open(uri)
     for dom in conn.listAllDomains(0):
         try:
             dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
         except libvirt.libvirtError:
             pass  # undefined meanwhile by someone else
-    conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
+    for dom in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
+        if dom.name() in named:
+            try:
+                dom.XMLDesc(0)
+            except libvirt.libvirtError:
+                pass
     for vol in conn.storagePoolLookupByName(pool).listAllVolumes(0):
         if vol.name() in volumes:
             vol.XMLDesc(0)
