@@ -70,8 +70,10 @@ def plan(desired: Desired, observed: Observed, prune: bool = False, options: Opt
     waits.update(_plan_networks(desired, observed, actions, notes))
     image_waits = _plan_images(desired, observed, waits, actions, notes)
     declared = {d.name for d in desired.domains}
+    # once per plan: built per domain it made a plan of 10000 domains quadratic
+    by_path = {v.path: (v.pool, v.name) for v in observed.volumes.values() if v.path}
     for spec in desired.domains:
-        _plan_domain(spec, desired, observed, waits, image_waits, actions, notes, pending, options)
+        _plan_domain(spec, desired, observed, waits, image_waits, actions, notes, pending, options, by_path)
     for name, dom in sorted(observed.domains.items()):
         if name in declared or dom.ownership is None or dom.ownership.project != desired.project:
             continue
@@ -252,7 +254,7 @@ def _live_ops(changes: Iterable[Change]) -> list[tuple]:
 
 def _plan_domain(spec: DomainSpec, desired: Desired, observed: Observed, waits: dict[str, str],
                  image_waits: dict[tuple[str, str], str | None], actions: list[Action], notes: list[Note],
-                 pending: list[Pending], options: Options) -> None:
+                 pending: list[Pending], options: Options, by_path: dict[str, tuple[str, str]]) -> None:
     have = observed.domains.get(spec.name)
     adopting = False
     if have is not None and have.ownership is None:
@@ -310,7 +312,6 @@ def _plan_domain(spec: DomainSpec, desired: Desired, observed: Observed, waits: 
         owned.append(VolumeRef(spec.seed.pool, spec.seed.volume, False))
     owner = Ownership(project=desired.project, spec_file=spec.origin.file, spec_hash=domxml.spec_hash(spec),
                       volumes=tuple(owned), applied=applied)
-    by_path = {v.path: (v.pool, v.name) for v in observed.volumes.values() if v.path}
     net_waits = tuple(sorted({waits[f"network:{i.network}"] for i in spec.interfaces or () if f"network:{i.network}" in waits}))
     pool_waits = tuple(sorted({waits[f"pool:{d.pool}"] for d in spec.disks if f"pool:{d.pool}" in waits}))
     running = have.running if have else False
