@@ -113,7 +113,6 @@ class RunLock:
                 return
             stale = stale_reason(current, self.hostname) if current else None
             if current and current.get("token") and (stale or break_lock):
-                why = stale or "--break-lock"
                 if self.on_wait:
                     self.on_wait(f"taking over the lock {self.name}: {describe(current)}, but {why}"
                                  if stale else f"breaking the lock {self.name}, {describe(current)}")
