@@ -194,11 +194,13 @@ def apply_bench(sizes: list[int], tmp: Path, repeat: int, pool: str, pool_path: 
         quiet_cli("destroy", "-q", "--force", str(spec_dir))
         for _ in range(repeat):
             add("floor apply", timed(floor_apply, SYSTEM_URI, pool, work))
-            add("floor no-op", timed(floor_read, SYSTEM_URI, spec_dir, pool, vols))
+            # a no-op is milliseconds, so a stall of the shared daemon would swamp one sample
+            add("floor no-op", min(timed(floor_read, SYSTEM_URI, spec_dir, pool, vols) for _ in range(5)))
             add("floor destroy", timed(floor_destroy, SYSTEM_URI, pool, names))
             for par in (1, DEFAULT_PARALLEL):
                 add(f"apply p{par}", timed(quiet_cli, "apply", "-q", "--parallel", str(par), str(spec_dir)))
-                add(f"no-op p{par}", timed(quiet_cli, "apply", "-q", "--parallel", str(par), str(spec_dir)))
+                add(f"no-op p{par}", min(timed(quiet_cli, "apply", "-q", "--parallel", str(par), str(spec_dir))
+                                         for _ in range(5)))
                 add(f"destroy p{par}", timed(quiet_cli, "destroy", "-q", "--force", "--parallel", str(par), str(spec_dir)))
         f = {k: min(v) for k, v in figures.items()}
         for what, target in (("apply", "<= 0.5x at the default"), ("no-op", "<= 1.5x"), ("destroy", "<= 0.5x at the default")):
