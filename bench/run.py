@@ -14,8 +14,9 @@ Prints, for libvirt's in-process test:///default and for the real qemu:///system
   an ACPI shutdown would only wait out stop_timeout.
 
 Everything is timed in one process, after imports (the import cost of the command line is
-printed once, apart). Each figure is the best of --repeat runs. Everything created on the
-real daemon is named $RECONCILE_BENCH_PREFIX (default "rcbench-") and removed at the end,
+printed once, apart). Each figure is the best of --repeat runs; plans run several times,
+interleaved with their floor, and no-ops five times, since one stall of a shared daemon
+would swamp a figure of milliseconds. Everything created on the real daemon is named $RECONCILE_BENCH_PREFIX (default "rcbench-") and removed at the end,
 also on failure. Run it on a quiet machine: it measures wall time.
 """
 
