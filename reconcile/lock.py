@@ -114,7 +114,7 @@ class RunLock:
             stale = stale_reason(current, self.hostname) if current else None
             if current and current.get("token") and (stale or break_lock):
                 if self.on_wait:
-                    self.on_wait(f"taking over the lock {self.name}: {describe(current)}, but {why}"
+                    self.on_wait(f"taking over the lock {self.name}: {describe(current)}, but {stale}"
                                  if stale else f"breaking the lock {self.name}, {describe(current)}")
                 self.host.drop_lock(self.name, current["token"])
                 break_lock = False  # break once; a run that then takes it is live
