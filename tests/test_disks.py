@@ -134,7 +134,7 @@ def test_overlay_on_imported_image_and_second_apply_does_nothing(lab, tmp_path):
     before = {p.name: stat_of(p) for p in lab.pool_path.iterdir()}
     second = lab.cli("apply", check=0)
     assert "No changes." in second.stdout, second.stdout
-    assert "0 changed" in second.stdout
+    assert "Recap: 0 applied," in second.stdout
     assert {p.name: stat_of(p) for p in lab.pool_path.iterdir()} == before  # nothing uploaded or rewritten
 
 
