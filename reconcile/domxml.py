@@ -128,6 +128,8 @@ def _apply_spec(dom: ET.Element, spec: DomainSpec, owner: Ownership, by_path: Ma
     if spec.interfaces is not None:
         _apply_interfaces(devices, spec)
     _apply_graphics(devices, spec)
+    if spec.console is not None:
+        _apply_console(devices, spec)
 
 
 def _apply_disks(devices: ET.Element, spec: DomainSpec, by_path: Mapping[str, tuple[str, str]]) -> None:
@@ -246,6 +248,28 @@ def _apply_graphics(devices: ET.Element, spec: DomainSpec) -> None:
         ET.SubElement(el, "listen", {"type": "address", "address": g.listen})
 
 
+def _console_essence(serial: ET.Element) -> dict[str, Any]:
+    log = serial.find("log")
+    return {"type": serial.get("type"), "log": log.get("file") if log is not None else None}
+
+
+def _apply_console(devices: ET.Element, spec: DomainSpec) -> None:
+    """One serial port on a pty and the console paired with it; a serial port that already
+    says what the spec says keeps what libvirt filled in (target type, model, alias)."""
+    serials = devices.findall("serial")
+    if serials and _console_essence(serials[0]) == spec.console.essence():
+        return
+    for el in serials + devices.findall("console"):
+        devices.remove(el)
+    serial = ET.SubElement(devices, "serial", {"type": "pty"})
+    if spec.console.log:
+        # append='off': each start of the domain begins a fresh log, so it holds one boot
+        ET.SubElement(serial, "log", {"file": spec.console.log, "append": "off"})
+    ET.SubElement(serial, "target", {"port": "0"})
+    console = ET.SubElement(devices, "console", {"type": "pty"})
+    ET.SubElement(console, "target", {"type": "serial", "port": "0"})
+
+
 def read_ownership(root: ET.Element) -> Ownership | None:
     el = root.find(f"metadata/{_Q}owner")
     if el is None:
@@ -356,6 +380,10 @@ def essence_of_element(root: ET.Element, volume_by_path: Mapping[str, tuple[str,
         iface.pop("type")
         interfaces.append(iface)
 
+    # The console is the first serial port; libvirt pairs a <console> with it on x86.
+    serial = root.find("devices/serial")
+    console = _console_essence(serial) if serial is not None else {}
+
     memory = _kib(root.find("memory"))
     current = _kib(root.find("currentMemory"))
     vcpu = root.find("vcpu")
@@ -372,4 +400,5 @@ def essence_of_element(root: ET.Element, volume_by_path: Mapping[str, tuple[str,
         "cdroms": cdroms,
         "graphics": graphics,
         "interfaces": interfaces,
+        "console": console,
     }

@@ -84,6 +84,9 @@ def export_domain(observed: Observed, name: str) -> dict[str, Any]:
     g = e.get("graphics") or {}
     if g:
         out["graphics"] = {k: g[k] for k in ("type", "listen", "port") if g.get(k) is not None}
+    c = e.get("console") or {}
+    if c.get("type") == "pty":  # another kind of serial port is left out, so left alone
+        out["console"] = {"log": c["log"]} if c.get("log") else {}
     out["autostart"] = bool(e.get("autostart"))
     out["state"] = "running" if dom.running else "stopped"
     return out

@@ -148,6 +148,21 @@ class Graphics:
 
 
 @dataclass(frozen=True)
+class Console:
+    """A serial console on a pty (`virsh console NAME`), optionally logged to a file on the host.
+
+    The log is how a lab user reads a boot after the fact and how the tests read the guest.
+    A spec without `console` leaves the domain's serial ports alone; within a console,
+    `log: None` means no log file, so removing `log` from a spec is a change.
+    """
+
+    log: str | None = None
+
+    def essence(self) -> dict[str, Any]:
+        return {"type": "pty", "log": self.log}
+
+
+@dataclass(frozen=True)
 class DomainSpec:
     name: str
     memory: int  # KiB, as libvirt counts
@@ -162,6 +177,7 @@ class DomainSpec:
     cdroms: tuple[Cdrom, ...] = ()
     graphics: Graphics | None = None
     interfaces: tuple[Interface, ...] | None = None  # None: not managed
+    console: Console | None = None
     autostart: bool = False
     state: State = State.RUNNING
     stop_timeout: float = DEFAULT_STOP_TIMEOUT
@@ -188,6 +204,7 @@ class DomainSpec:
             "cdroms": {c.target: c.essence() for c in self.cdroms},
             "graphics": self.graphics.essence() if self.graphics else {},
             "interfaces": [i.essence() for i in self.interfaces] if self.interfaces is not None else None,
+            "console": self.console.essence() if self.console else None,  # None: not managed
             "autostart": self.autostart,
         }
         return {k: v for k, v in out.items() if v is not None}

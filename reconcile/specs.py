@@ -29,7 +29,7 @@ import yaml
 from .errors import Diagnostic, SpecError
 from .formats import FORMATS, check_name
 from .expand import DIRECTORY_DEFAULTS, Layer, Located, expand_index, has_index, merge_layers
-from .model import (DEFAULT_STOP_TIMEOUT, Backing, Cdrom, Desired, Disk, DomainSpec, Graphics, ImageSpec, Interface,
+from .model import (DEFAULT_STOP_TIMEOUT, Backing, Cdrom, Console, Desired, Disk, DomainSpec, Graphics, ImageSpec, Interface,
                     NetworkSpec, Origin, PoolSpec, Reference, Seed, State)
 from .units import parse_size
 
@@ -1059,6 +1059,11 @@ class _Build:
                                                       "each interface to have its own (or leave mac out)")
                 self.macs.setdefault(n.mac, f"domain {data['name']!r}")
 
+        console = None
+        if "console" in data:
+            log = data["console"].get("log")
+            console = Console(log=os.path.normpath(log) if log else None)
+
         if len(self.problems) > before or memory is None:
             return None
         return DomainSpec(
@@ -1075,6 +1080,7 @@ class _Build:
             cdroms=tuple(cdroms),
             graphics=graphics,
             interfaces=interfaces,
+            console=console,
             autostart=data.get("autostart", False),
             on_change=data.get("on_change", "defer"),
             max_vcpus=data.get("max_vcpus"),

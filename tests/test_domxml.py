@@ -5,7 +5,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 
 from reconcile import domxml
-from reconcile.model import Cdrom, Disk, DomainSpec, Graphics, Interface, Origin, Ownership
+from reconcile.model import Cdrom, Console, Disk, DomainSpec, Graphics, Interface, Origin, Ownership
 
 BASE = """
 <domain type='kvm'>
@@ -95,3 +95,17 @@ def test_patched_xml_reads_back_as_the_spec():
 def test_interfaces_left_out_are_not_touched():
     root = patched(DomainSpec(name="web", memory=262144, vcpus=1, origin=Origin("web.yaml")))
     assert [i.find("mac").get("address") for i in root.findall("devices/interface")] == ["52:54:00:aa:bb:cc"]
+
+
+def test_console_with_a_log_replaces_a_bare_serial_port():
+    spec = DomainSpec(name="web", memory=262144, vcpus=1, origin=Origin("web.yaml"),
+                      console=Console(log="/var/log/guests/web.log"))
+    root = patched(spec)
+    (serial,) = root.findall("devices/serial")
+    assert serial.get("type") == "pty"
+    assert serial.find("log").attrib == {"file": "/var/log/guests/web.log", "append": "off"}
+    assert root.find("devices/console/target").get("type") == "serial"
+    assert domxml.essence_of(ET.tostring(root, encoding="unicode"))["console"] == spec.essence()["console"]
+    # Already as the spec says: kept as it is, with what libvirt filled in.
+    again = ET.fromstring(domxml.domain_xml(spec, Ownership(project="p"), base=ET.tostring(root, encoding="unicode")))
+    assert ET.tostring(again.find("devices/serial")) == ET.tostring(serial)

@@ -70,6 +70,7 @@ def matrix(lab, net: str, iso1: str, iso2: str, variant: int) -> str:
             cdroms:
               - {{path: {iso1 if a else iso2}}}
             graphics: {{type: vnc, listen: 127.0.0.1{'' if a else ', port: auto'}}}
+            console: {{log: {lab.console_log('run' if a else 'run-moved')}}}
             interfaces:
               - {{network: {net}}}
               {'' if a else f'- {{network: {net}, model: e1000}}'}
@@ -92,6 +93,7 @@ def matrix(lab, net: str, iso1: str, iso2: str, variant: int) -> str:
               - {{path: {iso1}, bus: {'sata' if a else 'scsi'}, target: sdd}}
               {'' if a else f'- {{path: {iso2}, bus: usb}}'}
             graphics: {{type: {'spice' if a else 'vnc'}, port: {'5960' if a else '5961'}}}
+            {'console: {}' if a else ''}
             interfaces:
               {f'- {{network: {net}, mac: "52:54:00:4e:00:01", model: rtl8139}}' if a else f'- {{network: {net}, mac: "52:54:00:4e:00:02"}}'}
               - {{network: {net}, model: e1000e}}

@@ -131,3 +131,20 @@ def test_failure_skips_dependents_and_others_finish(host, tmp_path):
     assert "failed" in by[(ActionKind.START, "td-web01")].message
     assert by[(ActionKind.CREATE, "td-idle")].status is Status.APPLIED
     assert not result.ok
+
+
+def test_console_reads_back_as_declared(host, tmp_path):
+    """The serial console and its log file survive the round trip through libvirt's XML."""
+    write(tmp_path / "a.yaml", """
+        project: td
+        domains:
+          - name: td-console
+            memory: 128MiB
+            console: {log: /var/log/td-console.log}
+        """)
+    plan, result = converge(host, tmp_path)
+    assert result.ok, result.results
+    xml = libvirt.open(URI).lookupByName("td-console").XMLDesc(0)
+    assert "<log file='/var/log/td-console.log' append='off'/>" in xml
+    again, _ = converge(host, tmp_path)
+    assert again.empty, again.actions
