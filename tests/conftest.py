@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 import uuid
 from pathlib import Path
 
@@ -19,6 +20,7 @@ PREFIX = os.environ.get("RECONCILE_TEST_PREFIX", "rctest-")
 SYSTEM_URI = "qemu:///system"
 REPO = Path(__file__).resolve().parent.parent
 POOL_ROOT = Path("/var/lib/libvirt/images") / PREFIX.rstrip("-")
+GUEST_BUILD = REPO / "tests" / "guest" / "build"
 
 
 def kvm_usable() -> bool:
@@ -114,14 +116,53 @@ def lab(system_conn, tmp_path):
           - name: {name}-pool
             path: {pool_path}
         """)
-    yield Lab(name=name, pool=f"{name}-pool", pool_path=pool_path, specs=specs, conn=system_conn)
+    log_dir = POOL_ROOT / f"{tag}-logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    yield Lab(name=name, pool=f"{name}-pool", pool_path=pool_path, specs=specs, conn=system_conn, log_dir=log_dir)
     cleanup_host(system_conn, prefix=name)
     shutil.rmtree(pool_path, ignore_errors=True)
+    shutil.rmtree(log_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def guest_images() -> dict[str, Path]:
+    """The bootable test guest (tests/guest/build), built once and cached between runs.
+
+    `acpi`: powers off on the ACPI power button; `acpi-ignore`: ignores it.
+    """
+    proc = subprocess.run([sys.executable, str(GUEST_BUILD)], capture_output=True, text=True, timeout=900)
+    if proc.returncode != 0:
+        pytest.fail(f"building the test guest failed:\n{proc.stderr}")
+    paths = [Path(line) for line in proc.stdout.splitlines()]
+    return {"acpi": paths[0], "acpi-ignore": paths[1]}
+
+
+def wait_for_console(log: Path, text: str, timeout: float = 240.0, after: int = 0) -> str:
+    """Wait until the console log holds `text` (past byte offset `after`); return the log.
+
+    Generous by default: guests boot by emulation on a machine that others share.
+    """
+    deadline = time.monotonic() + timeout
+    content = ""
+    while time.monotonic() < deadline:
+        try:
+            content = log.read_text(errors="replace")
+        except FileNotFoundError:
+            content = ""
+        if text in content[after:]:
+            return content
+        time.sleep(0.5)
+    raise AssertionError(f"{text!r} did not appear on the console within {timeout:.0f}s; {log} holds:\n{content}")
 
 
 class Lab:
-    def __init__(self, name: str, pool: str, pool_path: Path, specs: Path, conn):
+    def __init__(self, name: str, pool: str, pool_path: Path, specs: Path, conn, log_dir: Path):
         self.name, self.pool, self.pool_path, self.specs, self.conn = name, pool, pool_path, specs, conn
+        self.log_dir = log_dir
+
+    def console_log(self, suffix: str) -> Path:
+        """Where the console of domain `dom(suffix)` is logged (outside the pool directory)."""
+        return self.log_dir / f"{self.dom(suffix)}.log"
 
     def dom(self, suffix: str) -> str:
         return f"{self.name}-{suffix}"
