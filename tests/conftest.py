@@ -137,8 +137,8 @@ def guest_images() -> dict[str, Path]:
     return {"acpi": paths[0], "acpi-ignore": paths[1]}
 
 
-def wait_for_console(log: Path, text: str, timeout: float = 240.0, after: int = 0) -> str:
-    """Wait until the console log holds `text` (past byte offset `after`); return the log.
+def wait_for_console(log: Path, text: str, timeout: float = 240.0) -> str:
+    """Wait until the console log holds `text`; return the log.
 
     Generous by default: guests boot by emulation on a machine that others share.
     """
@@ -149,7 +149,7 @@ def wait_for_console(log: Path, text: str, timeout: float = 240.0, after: int = 
             content = log.read_text(errors="replace")
         except FileNotFoundError:
             content = ""
-        if text in content[after:]:
+        if text in content:
             return content
         time.sleep(0.5)
     raise AssertionError(f"{text!r} did not appear on the console within {timeout:.0f}s; {log} holds:\n{content}")

@@ -1,18 +1,20 @@
-"""A real guest on the real daemon: it boots, says so on its serial console, and answers
-(or, in its second variant, ignores) the ACPI power button.
+"""A real guest on the real daemon, as a lab uses one: a base image imported through the
+spec, an overlay root disk, a cloud-init seed, a kept data disk, a graceful stop and a
+forced one, and a nightly rebuild.
 
-The guest is built by tests/guest/build from Debian packages and cached. Guests that boot
-use domain type `qemu`: with `kvm`, syslinux hits an emulation failure on nested hosts.
-Everything here reads the console log that the spec's `console: {log: ...}` asks for.
+The guest is built by tests/guest/build from Debian packages and cached (see README,
+Development). Guests that boot use domain type `qemu`: with `kvm`, syslinux hits an
+emulation failure on nested hosts. Everything the guest does is read from the console log
+that the spec's `console: {log: ...}` asks for; its init prints lines starting with
+`rcguest:`. Both guests boot at once, so the scenario costs about one boot per step.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import xml.etree.ElementTree as ET
-from pathlib import Path
 
-import libvirt
 import pytest
 
 from .conftest import wait_for_console
@@ -22,73 +24,127 @@ pytestmark = pytest.mark.libvirtd
 BOOT_TYPE = "qemu"
 
 
-def upload_volume(conn, pool_name: str, name: str, image: Path) -> None:
-    """Put `image` into a pool as a raw volume."""
-    pool = conn.storagePoolLookupByName(pool_name)
-    size = image.stat().st_size
-    vol_el = ET.Element("volume")
-    ET.SubElement(vol_el, "name").text = name
-    ET.SubElement(vol_el, "capacity", {"unit": "bytes"}).text = str(size)
-    ET.SubElement(ET.SubElement(vol_el, "target"), "format", {"type": "raw"})
-    vol = pool.createXML(ET.tostring(vol_el, encoding="unicode"), 0)
-    stream = conn.newStream(0)
-    vol.upload(stream, 0, size, 0)
-    with open(image, "rb") as f:
-        stream.sendAll(lambda _st, n, fh: fh.read(n), f)
-    stream.finish()
-
-
-def guest_spec(lab, suffix: str, volume: str, state: str = "running", stop_timeout: int = 60) -> str:
+def lab_spec(lab, images, greeting: str, state: str = "running") -> str:
+    """Two guests on overlays of the two imported images; `vm` has a seed and a kept data disk."""
+    pool = lab.pool
     return f"""
-          - name: {lab.dom(suffix)}
+        images:
+          - {{name: {lab.name}-base.img, pool: {pool}, source: {images['acpi']}, format: raw}}
+          - {{name: {lab.name}-deaf-base.img, pool: {pool}, source: {images['acpi-ignore']}, format: raw}}
+        domains:
+          - name: {lab.dom('vm')}
             type: {BOOT_TYPE}
             memory: 128MiB
-            disks: [{{pool: {lab.pool}, name: {volume}, format: raw, size: 32MiB}}]
-            console: {{log: {lab.console_log(suffix)}}}
+            disks:
+              - {{pool: {pool}, backing: {lab.name}-base.img, size: 64MiB}}
+              - {{pool: {pool}, name: {lab.name}-data.img, format: raw, size: 16MiB, keep: true}}
+            cloud_init:
+              user_data:
+                runcmd:
+                  - [echo, {greeting}]
+            console: {{log: {lab.console_log('vm')}}}
             state: {state}
-            stop_timeout: {stop_timeout}
-    """
+            stop_timeout: 120
+          - name: {lab.dom('deaf')}
+            type: {BOOT_TYPE}
+            memory: 128MiB
+            disks:
+              - {{pool: {pool}, backing: {lab.name}-deaf-base.img}}
+            console: {{log: {lab.console_log('deaf')}}}
+            state: {state}
+            stop_timeout: 10
+        """
 
 
-def results_by_name(proc) -> dict[str, dict]:
+def marker(log: str, key: str) -> str:
+    """The value of the last `rcguest: KEY: VALUE` line."""
+    found = re.findall(rf"^rcguest: {re.escape(key)}: (.*)$", log, re.M)
+    assert found, f"no 'rcguest: {key}:' line in the console log:\n{log}"
+    return found[-1].strip()
+
+
+def stop_results(proc) -> dict[str, dict]:
     doc = json.loads(proc.stdout)
     actions = {a["id"]: a for a in doc["actions"]}
     return {actions[r["id"]]["name"]: r for r in doc["results"] if actions[r["id"]]["action"] == "stop"}
 
 
-def test_guest_boots_and_answers_or_ignores_the_power_button(lab, guest_images):
-    lab.cli("apply", check=0)  # the lab's pool
-    upload_volume(lab.conn, lab.pool, f"{lab.name}-acpi.img", guest_images["acpi"])
-    upload_volume(lab.conn, lab.pool, f"{lab.name}-deaf.img", guest_images["acpi-ignore"])
+def test_lab_guest_boots_reads_its_seed_stops_and_survives_a_rebuild(lab, guest_images):
+    vm_log, deaf_log = lab.console_log("vm"), lab.console_log("deaf")
+    pool = lab.conn.storagePoolLookupByName  # called after apply has created the pool
 
-    def write_specs(state: str) -> None:
-        lab.spec("guests.yaml", "domains:\n"
-                 + guest_spec(lab, "acpi", f"{lab.name}-acpi.img", state, stop_timeout=120)
-                 + guest_spec(lab, "deaf", f"{lab.name}-deaf.img", state, stop_timeout=10))
+    # 1. From nothing: images imported, overlays created, both guests boot.
+    lab.spec("lab.yaml", lab_spec(lab, guest_images, "hello-one"))
+    lab.cli("apply", check=0)
+    log = wait_for_console(vm_log, "rcguest: ready")
+    wait_for_console(deaf_log, "rcguest: ready")
+    assert "rcguest: booted" in log
+    assert marker(log, "root disk") == "vda root-boots: 1"
+    assert set(marker(log, "seed-files").split()) >= {"meta-data", "user-data"}
+    first_id = marker(log, "instance-id")
+    assert first_id
+    assert "rcguest: user-data: #cloud-config" in log
+    assert re.search(r"^rcguest: user-data: .*hello-one", log, re.M), log
+    assert marker(log, "data disk") == "vdb data-boots: 1"
 
-    write_specs("running")
-    lab.cli("apply", check=0)  # both guests boot at once
-    for suffix in ("acpi", "deaf"):
-        log = wait_for_console(lab.console_log(suffix), "rcguest: ready")
-        assert "rcguest: booted" in log
-        assert "rcguest: root disk: vda root-boots: 1" in log, log
+    # The root disk is an overlay whose backing file is the imported base image.
+    p = pool(lab.pool)
+    p.refresh(0)
+    base_path = p.storageVolLookupByName(f"{lab.name}-base.img").path()
+    root = ET.fromstring(p.storageVolLookupByName(f"{lab.dom('vm')}-vda.qcow2").XMLDesc(0))
+    assert root.find("target/format").get("type") == "qcow2"
+    assert root.findtext("backingStore/path") == base_path
 
-    # The console, with the pty libvirt allocated and the target it filled in, is no change.
-    plan = lab.cli("plan", "--detailed-exitcode")
-    assert plan.returncode == 0, plan.stdout + plan.stderr
-    xml = lab.conn.lookupByName(lab.dom("acpi")).XMLDesc(0)
-    assert f"<log file='{lab.console_log('acpi')}' append='off'/>" in xml
+    # Converged: the seed, the overlays and the consoles read back as the spec says.
+    again = lab.cli("plan", "--detailed-exitcode")
+    assert again.returncode == 0, again.stdout + again.stderr
 
-    write_specs("stopped")
+    # 2. New user-data: the seed is rebuilt, and the running guest is left alone (a seed
+    # change takes effect at the next boot).
+    lab.spec("lab.yaml", lab_spec(lab, guest_images, "hello-two"))
+    changed = lab.cli("apply", check=0)
+    ids = re.search(r"instance-id: (\S+) -> (\S+)", changed.stdout)
+    assert ids and ids.group(1) == first_id, changed.stdout
+    assert "hello" not in changed.stdout  # user-data is only shown as a hash
+    assert lab.conn.lookupByName(lab.dom("vm")).isActive()
+    assert vm_log.read_text().count("rcguest: booted") == 1
+
+    # 3. Stop: the guest that answers the power button goes gracefully, long before its
+    # timeout; the one that ignores it is forced after its timeout. Neither is an error.
+    lab.spec("lab.yaml", lab_spec(lab, guest_images, "hello-two", state="stopped"))
     stopped = lab.cli("apply", "-o", "json", check=0)
-    by_name = results_by_name(stopped)
-    graceful, forced = by_name[lab.dom("acpi")], by_name[lab.dom("deaf")]
-    assert (graceful["status"], graceful["message"]) == ("applied", "graceful"), graceful
-    assert graceful["duration"] < 60, graceful  # the guest powers off within seconds; the timeout is 120
-    assert (forced["status"], forced["message"]) == ("applied", "forced"), forced
+    by_name = stop_results(stopped)
+    graceful, forced = by_name[lab.dom("vm")], by_name[lab.dom("deaf")]
+    assert graceful["status"] == "applied" and "graceful" in graceful["message"], graceful
+    assert graceful["duration"] < 60, graceful
+    assert forced["status"] == "applied" and "forced" in forced["message"], forced
     assert forced["duration"] >= 10, forced
+    assert "rcguest: power button: powering off" in vm_log.read_text()
+    assert "rcguest: power button: ignored" in deaf_log.read_text()
 
-    assert "rcguest: power button: powering off" in lab.console_log("acpi").read_text()
-    assert "rcguest: power button: ignored" in lab.console_log("deaf").read_text()
-    for suffix in ("acpi", "deaf"):
-        assert not lab.conn.lookupByName(lab.dom(suffix)).isActive()
+    # Started again, the guest reads the new seed: new user-data, new instance-id; its
+    # root overlay and data disk are the same ones.
+    lab.spec("lab.yaml", lab_spec(lab, guest_images, "hello-two"))
+    lab.cli("apply", check=0)
+    log = wait_for_console(vm_log, "rcguest: ready")
+    assert re.search(r"^rcguest: user-data: .*hello-two", log, re.M), log
+    assert "hello-one" not in log
+    second_id = marker(log, "instance-id")
+    assert second_id == ids.group(2) != first_id
+    assert marker(log, "root disk") == "vda root-boots: 2"
+    assert marker(log, "data disk") == "vdb data-boots: 2"
+
+    # 4. Nightly rebuild: destroy, then apply again. The root overlay is new (its boot count
+    # starts over); the kept data disk still holds what the guest wrote on it.
+    lab.cli("destroy", check=0)
+    assert not lab.domain_names()
+    data_path = pool(lab.pool).storageVolLookupByName(f"{lab.name}-data.img").path()
+    with open(data_path, "rb") as f:
+        written = f.read(512).rstrip(b"\0").decode()
+    assert written.startswith(f"rcguest-data data-boots=2 instance-id={second_id} "), written
+
+    lab.spec("lab.yaml", lab_spec(lab, guest_images, "hello-two"))
+    lab.cli("apply", check=0)
+    log = wait_for_console(vm_log, "rcguest: ready")
+    assert marker(log, "root disk") == "vda root-boots: 1"
+    assert marker(log, "data disk") == "vdb data-boots: 3"
