@@ -88,7 +88,10 @@ def _apply_spec(dom: ET.Element, spec: DomainSpec, owner: Ownership, by_path: Ma
     metadata = _child(dom, "metadata", 2)
     for old in metadata.findall(_Q + "owner"):
         metadata.remove(old)
-    metadata.append(ownership_element(owner))
+    owner_el = ownership_element(owner)
+    if spec.seed is not None:
+        ET.SubElement(owner_el, _Q + "seed", {"instance-id": spec.seed.instance_id})
+    metadata.append(owner_el)
     for tag, kib in (("memory", spec.memory),
                      ("currentMemory", spec.current_memory if spec.current_memory is not None else spec.memory)):
         el = _child(dom, tag)
@@ -401,4 +404,10 @@ def essence_of_element(root: ET.Element, volume_by_path: Mapping[str, tuple[str,
         "graphics": graphics,
         "interfaces": interfaces,
         "console": console,
+        "cloud_init": _seed_essence(root),
     }
+
+
+def _seed_essence(root: ET.Element) -> dict[str, Any]:
+    seed = root.find(f"metadata/{_Q}owner/{_Q}seed")
+    return {"instance_id": seed.get("instance-id")} if seed is not None else {}

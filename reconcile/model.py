@@ -205,6 +205,10 @@ class DomainSpec:
             "graphics": self.graphics.essence() if self.graphics else {},
             "interfaces": [i.essence() for i in self.interfaces] if self.interfaces is not None else None,
             "console": self.console.essence() if self.console else None,  # None: not managed
+            # The seed's instance-id, recorded in the domain's metadata: the running domain's
+            # copy says which seed it booted with, so a seed change waits for (or, by the
+            # restart policy, gets) a restart like any other change cloud-init only sees at boot.
+            "cloud_init": {"instance_id": self.seed.instance_id} if self.seed else None,
             "autostart": self.autostart,
         }
         return {k: v for k, v in out.items() if v is not None}

@@ -548,7 +548,8 @@ def _plan_seed(spec: DomainSpec, observed: Observed, have: ObservedDomain | None
         notes.append(Note(ResourceKind.VOLUME, label, f"exists and is not a cloud-init seed that reconcile wrote for "
                           f"{spec.name}; it is left alone (remove it, or give the domain another name)", refused=True))
         return None
-    # cloud-init reads the seed when the guest boots: every change to it is next-boot.
+    # cloud-init reads the seed when the guest boots: the volume's change is next-boot; the
+    # domain's `cloud_init.instance_id` (its metadata) carries the restart that it waits for.
     nb = ChangeClass.NEXT_BOOT
     changes = [Change(name, (got or {}).get(name), digest, nb) for name, digest in want.items()
                if (got or {}).get(name) != digest]

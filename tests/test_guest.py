@@ -99,8 +99,8 @@ def test_lab_guest_boots_reads_its_seed_stops_and_survives_a_rebuild(lab, guest_
     again = lab.cli("plan", "--detailed-exitcode")
     assert again.returncode == 0, again.stdout + again.stderr
 
-    # 2. New user-data: the seed is rebuilt, and the running guest is left alone (a seed
-    # change takes effect at the next boot).
+    # 2. New user-data: the seed is rebuilt, and the running guest is left alone (on_change
+    # defaults to defer); every later plan shows the new instance-id as pending a restart.
     lab.spec("lab.yaml", lab_spec(lab, guest_images, "hello-two"))
     changed = lab.cli("apply", check=0)
     ids = re.search(r"instance-id: (\S+) -> (\S+)", changed.stdout)
@@ -108,6 +108,24 @@ def test_lab_guest_boots_reads_its_seed_stops_and_survives_a_rebuild(lab, guest_
     assert "hello" not in changed.stdout  # user-data is only shown as a hash
     assert lab.conn.lookupByName(lab.dom("vm")).isActive()
     assert vm_log.read_text().count("rcguest: booted") == 1
+    pending = lab.cli("plan", "--detailed-exitcode", check=0)
+    assert f"* pending domain {lab.dom('vm')}" in pending.stdout, pending.stdout
+    assert f"cloud_init.instance_id: {first_id} -> {ids.group(2)}  [restart]" in pending.stdout, pending.stdout
+
+    # The restart policy that allows it: apply --restart restarts the guest (gracefully), and
+    # the guest reads the new seed: new user-data, new instance-id, same root overlay.
+    restarted = lab.cli("apply", "--restart", check=0)
+    assert f"< stop domain {lab.dom('vm')}: applied (graceful" in restarted.stdout, restarted.stdout
+    assert lab.dom("deaf") not in restarted.stdout.split("Applying:")[-1]  # nothing pending there
+    log = wait_for_console(vm_log, "rcguest: ready")
+    assert re.search(r"^rcguest: user-data: .*hello-two", log, re.M), log
+    assert "hello-one" not in log
+    second_id = marker(log, "instance-id")
+    assert second_id == ids.group(2) != first_id
+    assert marker(log, "root disk") == "vda root-boots: 2"
+    assert marker(log, "data disk") == "vdb data-boots: 2"
+    lab.cli("plan", "--detailed-exitcode", check=0)
+    assert "pending" not in lab.cli("plan").stdout
 
     # 3. Stop: the guest that answers the power button goes gracefully, long before its
     # timeout; the one that ignores it is forced after its timeout. Neither is an error.
@@ -124,17 +142,13 @@ def test_lab_guest_boots_reads_its_seed_stops_and_survives_a_rebuild(lab, guest_
     assert "rcguest: power button: powering off" in vm_log.read_text()
     assert "rcguest: power button: ignored" in deaf_log.read_text()
 
-    # Started again, the guest reads the new seed: new user-data, new instance-id; its
-    # root overlay and data disk are the same ones.
+    # Started again: the same root overlay and data disk, one more boot on each.
     lab.spec("lab.yaml", lab_spec(lab, guest_images, "hello-two"))
     lab.cli("apply", check=0)
     log = wait_for_console(vm_log, "rcguest: ready")
-    assert re.search(r"^rcguest: user-data: .*hello-two", log, re.M), log
-    assert "hello-one" not in log
-    second_id = marker(log, "instance-id")
-    assert second_id == ids.group(2) != first_id
-    assert marker(log, "root disk") == "vda root-boots: 2"
-    assert marker(log, "data disk") == "vdb data-boots: 2"
+    assert marker(log, "instance-id") == second_id
+    assert marker(log, "root disk") == "vda root-boots: 3"
+    assert marker(log, "data disk") == "vdb data-boots: 3"
 
     # 4. Nightly rebuild: destroy, then apply again. The root overlay is new (its boot count
     # starts over); the kept data disk still holds what the guest wrote on it.
@@ -143,10 +157,10 @@ def test_lab_guest_boots_reads_its_seed_stops_and_survives_a_rebuild(lab, guest_
     data_path = pool(lab.pool).storageVolLookupByName(f"{lab.name}-data.img").path()
     with open(data_path, "rb") as f:
         written = f.read(512).rstrip(b"\0").decode()
-    assert written.startswith(f"rcguest-data data-boots=2 instance-id={second_id} "), written
+    assert written.startswith(f"rcguest-data data-boots=3 instance-id={second_id} "), written
 
     lab.spec("lab.yaml", lab_spec(lab, guest_images, "hello-two"))
     lab.cli("apply", check=0)
     log = wait_for_console(vm_log, "rcguest: ready")
     assert marker(log, "root disk") == "vda root-boots: 1"
-    assert marker(log, "data disk") == "vdb data-boots: 3"
+    assert marker(log, "data disk") == "vdb data-boots: 4"
