@@ -77,7 +77,7 @@ class Located:
         f, full = self.where(path)
         line, col = f.mark(full)
         name = self.data.get("name") if resource is None else resource
-        return Diagnostic(f.path, line, col, _field(tuple(path)), message, name if isinstance(name, str) else "")
+        return Diagnostic(f.path, line, col, field_text(tuple(path)), message, name if isinstance(name, str) else "")
 
 
 def _has(data: Any, path: Path_) -> bool:
@@ -91,7 +91,8 @@ def _has(data: Any, path: Path_) -> bool:
     return True
 
 
-def _field(path: Path_) -> str:
+def field_text(path: Path_) -> str:
+    """`('disks', 1, 'size')` -> `disks[1].size`; keys that are not plain words in brackets."""
     out = ""
     for p in path:
         if isinstance(p, int) or not _PLAIN_KEY.fullmatch(str(p)):

@@ -28,7 +28,7 @@ import yaml
 
 from .errors import Diagnostic, SpecError
 from .formats import FORMATS, check_name
-from .expand import DIRECTORY_DEFAULTS, Layer, Located, expand_index, has_index, merge_layers
+from .expand import DIRECTORY_DEFAULTS, Layer, Located, expand_index, field_text, has_index, merge_layers
 from .model import (DEFAULT_STOP_TIMEOUT, Backing, Cdrom, Console, Desired, Disk, DomainSpec, Graphics, ImageSpec, Interface,
                     NetworkSpec, Origin, PoolSpec, Reference, Seed, State)
 from .units import parse_size
@@ -62,7 +62,6 @@ BOOT_DEVICES = {"hd": "disks", "cdrom": "cdroms", "network": "interfaces"}
 UNMANAGED_WHEN_LEFT_OUT = {"interfaces"}
 
 Path_ = tuple[Any, ...]
-_PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 
 
 @functools.lru_cache(maxsize=1)
@@ -183,13 +182,7 @@ def field_path(path: Path_, keep: bool = False) -> str:
     parts = list(path)
     if not keep and len(parts) >= 2 and parts[0] in TOP_KINDS and isinstance(parts[1], int):
         parts = parts[2:]
-    out = ""
-    for p in parts:
-        if isinstance(p, int) or not _PLAIN_KEY.fullmatch(str(p)):
-            out += f"[{p!r}]"
-        else:
-            out += f".{p}" if out else str(p)
-    return out
+    return field_text(tuple(parts))
 
 
 class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
