@@ -18,7 +18,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -692,87 +692,66 @@ class _Build:
                     if isinstance(item, dict) and isinstance(item.get("name"), str):
                         names.setdefault(item["name"], "{}:{}:{}".format(f.path, *f.mark((kind, i))))
 
-    def _pools(self) -> list[PoolSpec]:
-        pools: list[PoolSpec] = []
-        seen_path: dict[str, str] = {}
+    def _declared(self, kind: str, noun: str) -> Iterator[tuple[SpecFile, Path_, Origin, str, dict[str, Any]]]:
+        """Each named item of a top-level list, once per name, skipping what the schema rejected.
+
+        A second item of the same name is reported here (where both are), so no caller has
+        to; an item with its own schema problems still counts as taken for that name.
+        """
         names: dict[str, str] = {}
         for f in self.files:
-            for i, item in enumerate(_list(f.data.get("pools"))):
-                base = ("pools", i)
+            for i, item in enumerate(_list(f.data.get(kind))):
+                base = (kind, i)
                 if not isinstance(item, dict) or not isinstance(item.get("name"), str):
                     continue
                 where = Origin(f.path, *f.mark(base))
                 name = item["name"]
                 if name in names:
-                    self.problems.append(f.diag(base + ("name",), f"pool {name!r} is declared twice (also at "
-                                                                  f"{names[name]}); expected unique pool names"))
+                    self.problems.append(f.diag(base + ("name",), f"{noun} {name!r} is declared twice (also at "
+                                                                  f"{names[name]}); expected unique {noun} names"))
                     continue
                 names[name] = str(where)
-                if f.is_bad(base):
-                    continue
-                path = os.path.normpath(item["path"])
-                if path in seen_path:
-                    self.problems.append(f.diag(base + ("path",), f"pool path {path} is already the path of pool "
-                                                                  f"{seen_path[path]}; expected one pool per "
-                                                                  "directory"))
-                    continue
-                seen_path[path] = repr(name)
-                pools.append(PoolSpec(name=name, path=path, origin=where))
+                if not f.is_bad(base):
+                    yield f, base, where, name, item
+
+    def _pools(self) -> list[PoolSpec]:
+        pools: list[PoolSpec] = []
+        seen_path: dict[str, str] = {}
+        for f, base, where, name, item in self._declared("pools", "pool"):
+            path = os.path.normpath(item["path"])
+            if path in seen_path:
+                self.problems.append(f.diag(base + ("path",), f"pool path {path} is already the path of pool "
+                                                              f"{seen_path[path]}; expected one pool per directory"))
+                continue
+            seen_path[path] = repr(name)
+            pools.append(PoolSpec(name=name, path=path, origin=where))
         return pools
 
     def _networks(self) -> list[NetworkSpec]:
         networks: list[NetworkSpec] = []
-        names: dict[str, str] = {}
-        for f in self.files:
-            for i, item in enumerate(_list(f.data.get("networks"))):
-                base = ("networks", i)
-                if not isinstance(item, dict) or not isinstance(item.get("name"), str):
-                    continue
-                where = Origin(f.path, *f.mark(base))
-                name = item["name"]
-                if name in names:
-                    self.problems.append(f.diag(base + ("name",), f"network {name!r} is declared twice (also at "
-                                                                  f"{names[name]}); expected unique network names"))
-                    continue
-                names[name] = str(where)
-                if f.is_bad(base):
-                    continue
-                if "dhcp" in item and "ip" not in item:
-                    self.problems.append(f.diag(base + ("dhcp",), "a DHCP range needs the network's own address; "
-                                                                  "expected 'ip' too"))
-                    continue
-                dhcp = item.get("dhcp") or {}
-                networks.append(NetworkSpec(name=name, origin=where, mode=item.get("mode", "isolated"),
-                                            bridge=item.get("bridge"), ip=item.get("ip"), netmask=item.get("netmask"),
-                                            dhcp_start=dhcp.get("start"), dhcp_end=dhcp.get("end")))
+        for f, base, where, name, item in self._declared("networks", "network"):
+            if "dhcp" in item and "ip" not in item:
+                self.problems.append(f.diag(base + ("dhcp",), "a DHCP range needs the network's own address; "
+                                                              "expected 'ip' too"))
+                continue
+            dhcp = item.get("dhcp") or {}
+            networks.append(NetworkSpec(name=name, origin=where, mode=item.get("mode", "isolated"),
+                                        bridge=item.get("bridge"), ip=item.get("ip"), netmask=item.get("netmask"),
+                                        dhcp_start=dhcp.get("start"), dhcp_end=dhcp.get("end")))
         return networks
 
     def _images(self) -> None:
-        names: dict[str, str] = {}
-        for f in self.files:
-            for i, item in enumerate(_list(f.data.get("images"))):
-                base = ("images", i)
-                if not isinstance(item, dict) or not isinstance(item.get("name"), str):
-                    continue
-                where = Origin(f.path, *f.mark(base))
-                name = item["name"]
-                if name in names:
-                    self.problems.append(f.diag(base + ("name",), f"image {name!r} is declared twice (also at "
-                                                                  f"{names[name]}); expected unique image names"))
-                    continue
-                names[name] = str(where)
-                if f.is_bad(base):
-                    continue
-                pool = item.get("pool", "default")
-                self.references.append(("pools", pool, Origin(f.path, *f.mark(base + ("pool",)))))
-                source = item["source"]
-                if "://" not in source:
-                    # Not checked here: once imported, an image no longer needs its source.
-                    source = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(f.path)), source))
-                self.images[name] = ImageSpec(name=name, pool=pool, source=source, origin=where,
-                                              format=item.get("format", "qcow2"),
-                                              sha256=item.get("sha256", "").lower() or None)
-                self.image_volumes[(pool, name)] = f"image {name!r}"
+        for f, base, where, name, item in self._declared("images", "image"):
+            pool = item.get("pool", "default")
+            self.references.append(("pools", pool, Origin(f.path, *f.mark(base + ("pool",)))))
+            source = item["source"]
+            if "://" not in source:
+                # Not checked here: once imported, an image no longer needs its source.
+                source = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(f.path)), source))
+            self.images[name] = ImageSpec(name=name, pool=pool, source=source, origin=where,
+                                          format=item.get("format", "qcow2"),
+                                          sha256=item.get("sha256", "").lower() or None)
+            self.image_volumes[(pool, name)] = f"image {name!r}"
 
     def _domains(self) -> list[DomainSpec]:
         profiles = self._profiles()
