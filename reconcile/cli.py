@@ -230,29 +230,40 @@ def run(args: argparse.Namespace, console: Console) -> int:
 
     host = LibvirtHost(default_uri(args.connect))
     acting = args.command == "destroy" or (args.command == "apply" and not args.dry_run)
-    lock = RunLock(host, desired.project, command=f"reconcile {args.command}", on_wait=console.note)
     try:
-        if acting:  # taken before observing, so the plan sees what the previous run left
-            lock.acquire(timeout=args.lock_timeout, break_lock=args.break_lock)
-        observed = host.observe(pools=desired.pools_of_interest(), volumes=desired.volumes_of_interest(),
-                                seeds=desired.seeds_of_interest(), images=desired.images_of_interest(),
-                                live={d.name for d in desired.domains},
-                                machines=any(d.machine for d in desired.domains))
-        if args.command == "destroy":
-            the_plan = plan_destroy(desired, observed)
-        else:
-            the_plan = make_plan(desired, observed, options=Options(
-                prune=args.prune, restart=args.restart, adopt=args.adopt, allow_recreate=args.allow_recreate))
-
         if not acting:
+            the_plan = make_plan_for(args, desired, host)
             show_plan(the_plan, console)
             if the_plan.refusals:
                 return EXIT_ERROR
             return EXIT_CHANGES if (getattr(args, "detailed_exitcode", False) and not the_plan.empty) else EXIT_OK
-        return apply(the_plan, host, args, console)
+        # The lock is taken only when there is something to do: a plan without actions
+        # changes nothing, whatever another run is doing, so a no-op apply neither waits
+        # for a busy lock nor writes one. Otherwise the plan is made again under the lock,
+        # so that it sees what a run that held it left.
+        if not args.break_lock:
+            the_plan = make_plan_for(args, desired, host)
+            if not the_plan.actions:
+                return apply(the_plan, host, args, console)
+        lock = RunLock(host, desired.project, command=f"reconcile {args.command}", on_wait=console.note)
+        try:
+            lock.acquire(timeout=args.lock_timeout, break_lock=args.break_lock)
+            return apply(make_plan_for(args, desired, host), host, args, console)
+        finally:
+            lock.release()
     finally:
-        lock.release()
         host.close()
+
+
+def make_plan_for(args: argparse.Namespace, desired, host) -> Plan:
+    observed = host.observe(pools=desired.pools_of_interest(), volumes=desired.volumes_of_interest(),
+                            seeds=desired.seeds_of_interest(), images=desired.images_of_interest(),
+                            live={d.name for d in desired.domains},
+                            machines=any(d.machine for d in desired.domains))
+    if args.command == "destroy":
+        return plan_destroy(desired, observed)
+    return make_plan(desired, observed, options=Options(
+        prune=args.prune, restart=args.restart, adopt=args.adopt, allow_recreate=args.allow_recreate))
 
 
 def show_plan(the_plan: Plan, console: Console) -> None:
