@@ -31,6 +31,7 @@ from .formats import FORMATS, check_name
 from .expand import DIRECTORY_DEFAULTS, Layer, Located, expand_index, field_text, has_index, merge_layers
 from .model import (DEFAULT_STOP_TIMEOUT, Backing, Cdrom, Console, Desired, Disk, DomainSpec, Graphics, ImageSpec, Interface,
                     NetworkSpec, Origin, PoolSpec, Reference, Seed, State)
+from .schema_check import compile_schema
 from .units import parse_size
 
 __all__ = ["SpecError", "load", "load_schema", "REFERENCES"]
@@ -503,7 +504,14 @@ def find_files(paths: Iterable[str]) -> tuple[list[str], list[Diagnostic]]:
 
 # ---------------------------------------------------------------- schema
 
+@functools.lru_cache(maxsize=1)
+def _quick_check() -> Callable[[Any], bool]:
+    return compile_schema(load_schema(), FORMATS, _ecma)
+
+
 def _schema_problems(spec: SpecFile) -> list[Diagnostic]:
+    if _quick_check()(spec.data):
+        return []  # nothing wrong: no need for jsonschema's reasons
     out: dict[tuple[Path_, str], Diagnostic] = {}
     by_path: dict[Path_, list[jsonschema.ValidationError]] = {}
     for error in _validator().iter_errors(spec.data):
