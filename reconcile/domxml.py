@@ -274,7 +274,7 @@ def _apply_console(devices: ET.Element, spec: DomainSpec) -> None:
 
 
 def read_ownership(root: ET.Element) -> Ownership | None:
-    el = root.find(f"metadata/{_Q}owner")
+    el = _owner_element(root)
     if el is None:
         return None
     volumes = tuple(
@@ -365,27 +365,33 @@ def _graphics_essence(g: ET.Element) -> dict[str, Any]:
 
 
 def essence_of_element(root: ET.Element, volume_by_path: Mapping[str, tuple[str, str]]) -> dict[str, Any]:
-    os_type = root.find("os/type")
+    # One step at a time (find("os") then find("type")), not find("os/type"): a single tag
+    # is looked up in C, a path goes through Python, and a plan reads every domain.
+    os_el = root.find("os")
+    os_type = os_el.find("type") if os_el is not None else None
+    devices = root.find("devices")
     disks: dict[str, Any] = {}
     cdroms: dict[str, Any] = {}
-    for disk in root.findall("devices/disk"):
-        target = disk.find("target")
-        if target is None or disk.get("device", "disk") not in ("disk", "cdrom"):
-            continue
-        kind, essence = _disk_essence(disk, volume_by_path)
-        (cdroms if kind == "cdrom" else disks)[target.get("dev", "")] = essence
-
-    g = root.find("devices/graphics")
-    graphics = _graphics_essence(g) if g is not None else {}
+    graphics: dict[str, Any] = {}
     interfaces = []
-    for el in root.findall("devices/interface"):
-        iface = _interface_essence(el)
-        iface.pop("type")
-        interfaces.append(iface)
-
-    # The console is the first serial port; libvirt pairs a <console> with it on x86.
-    serial = root.find("devices/serial")
-    console = _console_essence(serial) if serial is not None else {}
+    console: dict[str, Any] = {}
+    for el in devices if devices is not None else ():
+        tag = el.tag
+        if tag == "disk":
+            target = el.find("target")
+            if target is None or el.get("device", "disk") not in ("disk", "cdrom"):
+                continue
+            kind, essence = _disk_essence(el, volume_by_path)
+            (cdroms if kind == "cdrom" else disks)[target.get("dev", "")] = essence
+        elif tag == "interface":
+            iface = _interface_essence(el)
+            iface.pop("type")
+            interfaces.append(iface)
+        elif tag == "graphics" and not graphics:
+            graphics = _graphics_essence(el)
+        elif tag == "serial" and not console:
+            # The console is the first serial port; libvirt pairs a <console> with it on x86.
+            console = _console_essence(el)
 
     memory = _kib(root.find("memory"))
     current = _kib(root.find("currentMemory"))
@@ -398,7 +404,7 @@ def essence_of_element(root: ET.Element, volume_by_path: Mapping[str, tuple[str,
         "current_memory": current if current is not None else memory,
         "vcpus": int(vcpu.get("current") or vcpu.text) if vcpu is not None and vcpu.text else None,
         "max_vcpus": int(vcpu.text) if vcpu is not None and vcpu.text else None,
-        "boot": [b.get("dev") for b in root.findall("os/boot")],
+        "boot": [b.get("dev") for b in os_el.findall("boot")] if os_el is not None else [],
         "disks": disks,
         "cdroms": cdroms,
         "graphics": graphics,
@@ -408,6 +414,12 @@ def essence_of_element(root: ET.Element, volume_by_path: Mapping[str, tuple[str,
     }
 
 
+def _owner_element(root: ET.Element) -> ET.Element | None:
+    metadata = root.find("metadata")
+    return metadata.find(_Q + "owner") if metadata is not None else None
+
+
 def _seed_essence(root: ET.Element) -> dict[str, Any]:
-    seed = root.find(f"metadata/{_Q}owner/{_Q}seed")
+    owner = _owner_element(root)
+    seed = owner.find(_Q + "seed") if owner is not None else None
     return {"instance_id": seed.get("instance-id")} if seed is not None else {}

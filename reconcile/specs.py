@@ -84,6 +84,11 @@ def _validator() -> Any:
     return cls(_inline_refs(schema), format_checker=checker)
 
 
+@functools.lru_cache(maxsize=1)
+def _domain_fields() -> frozenset[str]:
+    return frozenset(load_schema()["$defs"]["domain"]["properties"])
+
+
 _ANNOTATIONS = {"description", "title", "examples", "default", "$comment", "deprecated", "readOnly", "writeOnly"}
 
 
@@ -205,6 +210,23 @@ for _tag, _regexp, _first in [
 
 _STR, _INT, _FLOAT, _BOOL, _NULL, _MAP, _SEQ, _MERGE = (f"tag:yaml.org,2002:{t}" for t in
                                                        ("str", "int", "float", "bool", "null", "map", "seq", "merge"))
+_RESOLVED_BY_FIRST = _Loader.yaml_implicit_resolvers
+
+
+def _resolve(self: Any, kind: type, value: Any, implicit: tuple[bool, bool]) -> str:
+    """PyYAML's `resolve` with the common cases first: called for every node of every file,
+    and most plain scalars begin with a character no implicit type can begin with."""
+    if kind is yaml.ScalarNode:
+        if implicit[0] and (not value or value[0] in _RESOLVED_BY_FIRST):
+            return yaml.resolver.BaseResolver.resolve(self, kind, value, implicit)
+        return _STR
+    return _MAP if kind is yaml.MappingNode else _SEQ
+
+
+_Loader.resolve = _resolve
+
+
+_DECIMAL, _OCTAL, _HEX = re.compile(r"[-+]?[0-9]+"), re.compile(r"0o[0-7]+"), re.compile(r"0x[0-9a-fA-F]+")
 
 
 def _core_value(tag: str, text: str) -> Any:
@@ -218,11 +240,11 @@ def _core_value(tag: str, text: str) -> Any:
         if text in ("true", "True", "TRUE", "false", "False", "FALSE"):
             return text.lower() == "true"
     elif tag == _INT:
-        if re.fullmatch(r"[-+]?[0-9]+", text):
+        if _DECIMAL.fullmatch(text):
             return int(text, 10)
-        if re.fullmatch(r"0o[0-7]+", text):
+        if _OCTAL.fullmatch(text):
             return int(text[2:], 8)
-        if re.fullmatch(r"0x[0-9a-fA-F]+", text):
+        if _HEX.fullmatch(text):
             return int(text[2:], 16)
     elif tag == _FLOAT:
         low = text.lower().lstrip("+")
@@ -236,6 +258,9 @@ def _core_value(tag: str, text: str) -> Any:
 
 
 _V11 = yaml.SafeLoader("")
+# A plain scalar that starts with none of these is a string to every YAML reader.
+_V11_FIRST = frozenset(c for c in _V11.yaml_implicit_resolvers if c) | frozenset(
+    c for c in _Loader.yaml_implicit_resolvers if c)
 
 
 def _yaml11_value(text: str) -> Any:
@@ -319,11 +344,14 @@ class _Builder:
                                   "expected a spec of ordinary size")
         if len(path) > MAX_DEPTH:
             raise _TooLarge(node, f"values nest more than {MAX_DEPTH} levels deep; expected a spec of ordinary shape")
+        mark = node.start_mark
+        self.spec.marks.setdefault(path, (mark.line + 1, mark.column + 1))
+        if node.__class__ is yaml.ScalarNode:
+            return self._scalar(node, path)
         if id(node) in self.active:
             self.problem(node, path, "an alias refers to the mapping or list that contains it (a recursive "
                                      "structure); expected a tree")
             return None
-        self.spec.marks.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
         if isinstance(node, yaml.MappingNode):
             if node.tag != _MAP:
                 self.problem(node, path, f"the tag {node.tag} is not supported; expected a plain mapping")
@@ -352,7 +380,8 @@ class _Builder:
         except ValueError:
             self.problem(node, path, f"{node.value!r} cannot be read as {node.tag.rsplit(':', 1)[-1]}")
             return None
-        if not node.style:  # plain (None, or "" from libyaml): the reader decided the type, and readers disagree
+        if not node.style and (not node.value or node.value[0] in _V11_FIRST):
+            # plain (None, or "" from libyaml): the reader decided the type, and readers disagree
             why = _ambiguity(node.value, value)
             if why:
                 self.problem(node, path, why)
@@ -1006,7 +1035,7 @@ class _Build:
                 cdroms.append(Cdrom(target=target, path=None, bus="sata", pool=pool, volume=volume))
 
         boot = data.get("boot")
-        known = set(_validator().schema["$defs"]["domain"]["properties"])
+        known = _domain_fields()
         for j, dev in enumerate(boot or ()):
             holder = BOOT_DEVICES.get(dev)
             left_out_ok = holder in UNMANAGED_WHEN_LEFT_OUT and holder not in data
