@@ -11,7 +11,9 @@ Prints, for libvirt's in-process test:///default and for the real qemu:///system
   --parallel 1 and at the default, against the serial floor: per domain, create the
   volume, define and start (apply); the plan reads (no-op); power off, delete the volume
   and undefine (destroy). destroy is timed with --force: the test domains boot no OS, so
-  an ACPI shutdown would only wait out stop_timeout.
+  an ACPI shutdown would only wait out stop_timeout. The no-ops are timed once the
+  domains have finished booting into their firmware (each burns CPU for a while after
+  its start, which would slow whatever runs beside it), interleaved with the floor's.
 
 Everything is timed in one process, after imports (the import cost of the command line is
 printed once, apart). Each figure is the best of --repeat runs; plans run several times,
@@ -195,13 +197,16 @@ def apply_bench(sizes: list[int], tmp: Path, repeat: int, pool: str, pool_path: 
         quiet_cli("destroy", "-q", "--force", str(spec_dir))
         for _ in range(repeat):
             add("floor apply", timed(floor_apply, SYSTEM_URI, pool, work))
-            # a no-op is milliseconds, so a stall of the shared daemon would swamp one sample
-            add("floor no-op", min(timed(floor_read, SYSTEM_URI, spec_dir, pool, vols) for _ in range(5)))
             add("floor destroy", timed(floor_destroy, SYSTEM_URI, pool, names))
             for par in (1, DEFAULT_PARALLEL):
                 add(f"apply p{par}", timed(quiet_cli, "apply", "-q", "--parallel", str(par), str(spec_dir)))
-                add(f"no-op p{par}", min(timed(quiet_cli, "apply", "-q", "--parallel", str(par), str(spec_dir))
-                                         for _ in range(5)))
+                # Domains just started burn CPU in their firmware for a while; the no-ops are
+                # measured once they are quiet, interleaved with the floor's reads, five times
+                # each (a stall of the shared daemon would swamp one sample of milliseconds).
+                settle(names)
+                for _ in range(5):
+                    add(f"no-op p{par}", timed(quiet_cli, "apply", "-q", "--parallel", str(par), str(spec_dir)))
+                    add("floor no-op", timed(floor_read, SYSTEM_URI, spec_dir, pool, vols))
                 add(f"destroy p{par}", timed(quiet_cli, "destroy", "-q", "--force", "--parallel", str(par), str(spec_dir)))
         f = {k: min(v) for k, v in figures.items()}
         for what, target in (("apply", "<= 0.5x at the default"), ("no-op", "<= 1.5x"), ("destroy", "<= 0.5x at the default")):
@@ -210,6 +215,22 @@ def apply_bench(sizes: list[int], tmp: Path, repeat: int, pool: str, pool_path: 
             for par in (1, DEFAULT_PARALLEL):
                 line += f"   --parallel {par}: {f[f'{what} p{par}']:7.3f}s {ratio(f[f'{what} p{par}'], floor)}"
             print(line + f"   (target {target})", flush=True)
+
+
+def settle(names: list[str], quiet: float = 0.05, limit: float = 90.0) -> None:
+    """Wait until the named running domains together use less than `quiet` of a core each."""
+    conn = libvirt.open(SYSTEM_URI)
+    try:
+        doms = [conn.lookupByName(n) for n in names]
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            before, t0 = sum(d.info()[4] for d in doms), time.perf_counter()
+            time.sleep(0.5)
+            used = (sum(d.info()[4] for d in doms) - before) / 1e9 / (time.perf_counter() - t0)
+            if used < quiet * len(doms):
+                return
+    finally:
+        conn.close()
 
 
 def cleanup(conn: libvirt.virConnect) -> None:
