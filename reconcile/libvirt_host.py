@@ -126,7 +126,9 @@ class LibvirtHost:
 
     def observe(self, pools: Iterable[str] = (), volumes: Iterable[tuple[str, str]] | None = (),
                 live: Iterable[str] | None = None, seeds: Iterable[tuple[str, str]] = (),
-                images: Iterable[tuple[str, str]] = (), machines: bool = True) -> Observed:
+                images: Iterable[tuple[str, str]] = (), machines: bool = True,
+                networks: Iterable[str] | None = None, project: str | None = None,
+                named: Iterable[str] = ()) -> Observed:
         """Read the host. `pools` and `volumes` name what the specs care about beyond domains.
 
         `volumes=None` reads every volume of every active pool (export needs to know which
@@ -136,6 +138,10 @@ class LibvirtHost:
         compared by its files, never rebuilt to find out, and the first bytes of `images`,
         which tell the format from the content (libvirt's own idea of it lags an upload).
         `machines`: whether any spec names a machine type, whose aliases are then read.
+        `networks` names the networks of interest (None: all of them). With `project`, the
+        domains observed are those `named` and those the project manages: a host shared with
+        other work may hold many more, whose XML is read (it says who manages them) but not
+        parsed when it carries no ownership record at all.
 
         The reads go in rounds (the listings; each pool's path and volumes; one XML per
         domain, volume and network), the calls of a round several at a time (see `_reads`);
@@ -152,15 +158,18 @@ class LibvirtHost:
             "autostart": (conn.listAllDomains, libvirt.VIR_CONNECT_LIST_DOMAINS_AUTOSTART),
             "pools": (conn.listAllStoragePools, 0),
             "active pools": (conn.listAllStoragePools, libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE),
-            "networks": (conn.listAllNetworks, 0),
-            "active networks": (conn.listAllNetworks, libvirt.VIR_CONNECT_LIST_NETWORKS_ACTIVE),
-            "autostart networks": (conn.listAllNetworks, libvirt.VIR_CONNECT_LIST_NETWORKS_AUTOSTART),
         }
+        nets_wanted = None if networks is None else set(networks)
+        if nets_wanted is None or nets_wanted:
+            listings["networks"] = (conn.listAllNetworks, 0)
+            listings["active networks"] = (conn.listAllNetworks, libvirt.VIR_CONNECT_LIST_NETWORKS_ACTIVE)
+            listings["autostart networks"] = (conn.listAllNetworks, libvirt.VIR_CONNECT_LIST_NETWORKS_AUTOSTART)
         if machines:
             listings["capabilities"] = (conn.getCapabilities,)
         with wrapped("read the host"):
             listed = _values(self._reads(listings))
-        all_domains, all_pools, all_nets = listed["domains"], listed["pools"], listed["networks"]
+        all_domains, all_pools = listed["domains"], listed["pools"]
+        all_nets = [n for n in listed.get("networks", ()) if nets_wanted is None or n.name() in nets_wanted]
         active = {d.name() for d in listed["active"]}
         autostart = {d.name() for d in listed["autostart"]}
         active_pools = {p.name() for p in listed["active pools"]}
@@ -236,6 +245,7 @@ class LibvirtHost:
 
         by_path = {v.path: (v.pool, v.name) for v in observed_volumes.values()}
         observed_domains: dict[str, ObservedDomain] = {}
+        named = set(named)
         for dom in all_domains:
             name = dom.name()
             xml = xml_of[("domain", name)]
@@ -243,7 +253,12 @@ class LibvirtHost:
                 if xml.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
                     continue  # undefined between the listing and the read
                 raise translate(xml, f"read domain {name}") from xml
+            if project is not None and name not in named and domxml.NAMESPACE not in xml:
+                continue  # neither named nor managed by anyone
             root = ET.fromstring(xml)
+            ownership = domxml.read_ownership(root)
+            if project is not None and name not in named and (ownership is None or ownership.project != project):
+                continue  # another project's
             essence = domxml.essence_of_element(root, by_path)
             essence["autostart"] = name in autostart
             live_essence = None
@@ -256,11 +271,11 @@ class LibvirtHost:
                 live_essence = domxml.essence_of_element(ET.fromstring(running), by_path)
                 live_essence["autostart"] = essence["autostart"]
             observed_domains[name] = ObservedDomain(name=name, uuid=dom.UUIDString(), running=name in active,
-                                                    essence=essence, ownership=domxml.read_ownership(root), xml=xml,
+                                                    essence=essence, ownership=ownership, xml=xml,
                                                     live_essence=live_essence)
 
-        active_nets, autostart_nets = {n.name() for n in listed["active networks"]}, \
-            {n.name() for n in listed["autostart networks"]}
+        active_nets = {n.name() for n in listed.get("active networks", ())}
+        autostart_nets = {n.name() for n in listed.get("autostart networks", ())}
         observed_networks: dict[str, ObservedNetwork] = {}
         for net in all_nets:
             name = net.name()
@@ -750,7 +765,7 @@ class LibvirtHost:
         return True
 
 
-_READERS = 4  # reads in flight at once (see LibvirtHost._reads)
+_READERS = 8  # reads in flight at once (see LibvirtHost._reads)
 
 
 def _values(results: dict[Any, Any]) -> dict[Any, Any]:

@@ -277,6 +277,9 @@ class Desired:
                 | {d.pool for dom in self.domains for d in dom.disks}
                 | {dom.seed.pool for dom in self.domains if dom.seed})
 
+    def networks_of_interest(self) -> set[str]:
+        return {n.name for n in self.networks} | {i.network for dom in self.domains for i in dom.interfaces or ()}
+
     def volumes_of_interest(self) -> set[tuple[str, str]]:
         """Every volume the plan needs to know about: disks, their bases, images, seeds."""
         out = {(i.pool, i.name) for i in self.images}

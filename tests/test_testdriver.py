@@ -148,3 +148,20 @@ def test_console_reads_back_as_declared(host, tmp_path):
     assert "<log file='/var/log/td-console.log' append='off'/>" in xml
     again, _ = converge(host, tmp_path)
     assert again.empty, again.actions
+
+
+def test_a_plan_looks_only_at_its_own_domains(host, tmp_path):
+    """On a shared host: the domains a project's plan sees are those its specs name and
+    those it manages, not another project's or an unmanaged one (the test driver's own
+    "test" domain is one)."""
+    write(tmp_path / "a.yaml", SPEC)
+    converge(host, tmp_path)
+    write(tmp_path / "other" / "b.yaml", SPEC.replace("project: td", "project: td-other")
+          .replace("td-web01", "td-else").replace("td-idle", "td-quiet"))
+    converge(host, tmp_path / "other")
+    names = lambda **kw: set(host.observe(pools={"default-pool"}, **kw).domains)  # noqa: E731
+    everything = names()
+    assert {"td-web01", "td-idle", "td-else", "td-quiet", "test"} <= everything
+    assert names(project="td", named={"td-web01"}) == {"td-web01", "td-idle"}
+    assert names(project="td", named={"test"}) == {"td-web01", "td-idle", "test"}  # named: unmanaged (exists)
+    assert names(project="td-other") == {"td-else", "td-quiet"}
