@@ -32,7 +32,67 @@ def default_uri(flag: str | None) -> str:
     return flag or os.environ.get("LIBVIRT_DEFAULT_URI") or "qemu:///system"
 
 
-def build_parser() -> argparse.ArgumentParser:
+COMMANDS = {
+    "validate": "check the specs; no libvirt",
+    "plan": "show what apply would change",
+    "apply": "make the host match the specs",
+    "destroy": "remove everything these specs manage",
+    "export": "print the spec YAML of existing domains",
+    "schema": "print the JSON Schema of spec files (for editors and other tools)",
+}
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with `only`, the other commands get their name and help but no options
+    (building them all is a millisecond that every run would pay)."""
+    parser = argparse.ArgumentParser(prog="reconcile", description="Make a libvirt host match a directory of YAML specs.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    built: dict[str, argparse.ArgumentParser] = {}
+    common: list[argparse.ArgumentParser] = []
+    for name, text in COMMANDS.items():
+        if only is not None and name != only:
+            sub.add_parser(name, help=text)
+            continue
+        if name in ("export", "schema"):
+            built[name] = sub.add_parser(name, help=text)
+            continue
+        if not common:
+            common.append(_common_options())
+        built[name] = sub.add_parser(name, parents=common, help=text)
+
+    p, a, d, e = (built.get(n) for n in ("plan", "apply", "destroy", "export"))
+    if p:
+        p.add_argument("--detailed-exitcode", action="store_true", help="exit 2 when changes are pending, 0 when none")
+        p.add_argument("--prune", action="store_true", help="include removing managed domains no spec mentions")
+    if a:
+        a.add_argument("--prune", action="store_true", help="remove managed domains of this project that no spec mentions")
+        a.add_argument("--dry-run", action="store_true", help="plan only; change nothing")
+    for sp in filter(None, (p, a)):
+        sp.add_argument("--restart", action="store_true",
+                        help="restart running domains whose changes need it, whatever their on_change says")
+        sp.add_argument("--adopt", action="store_true",
+                        help="take over existing domains that specs name but reconcile did not create")
+        sp.add_argument("--allow-recreate", action="store_true",
+                        help="allow identity-level changes (type, arch, disk format); a replaced disk loses its data")
+    if d:
+        d.add_argument("--force", action="store_true", help="power off at once instead of an ACPI shutdown first")
+    for sp in filter(None, (a, d)):
+        sp.add_argument("--parallel", type=_positive, default=DEFAULT_PARALLEL, metavar="N",
+                        help=f"actions at once (default: {DEFAULT_PARALLEL})")
+        sp.add_argument("--lock-timeout", type=float, default=DEFAULT_LOCK_TIMEOUT, metavar="SECONDS",
+                        help=f"how long to wait for another run of the project on this host (default: {DEFAULT_LOCK_TIMEOUT:g})")
+        sp.add_argument("--break-lock", action="store_true",
+                        help="remove the project's lock on the host even if its holder may still run")
+    if e:
+        e.add_argument("-c", "--connect", metavar="URI", help="libvirt URI (default: $LIBVIRT_DEFAULT_URI, else qemu:///system)")
+        e.add_argument("--project", help="project to write into the spec (default: none, the directory name applies)")
+        e.add_argument("-v", "--verbose", action="store_true", help="show tracebacks of errors")
+        e.add_argument("names", nargs="+", metavar="DOMAIN", help="names of domains on the host")
+        e.set_defaults(output="text", quiet=False)
+    return parser
+
+
+def _common_options() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-c", "--connect", metavar="URI", help="libvirt URI (default: $LIBVIRT_DEFAULT_URI, else qemu:///system)")
     common.add_argument("--project", help="ownership scope (default: 'project' in the specs, else the directory name)")
@@ -40,40 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("-q", "--quiet", action="store_true", help="print only the summary and errors")
     common.add_argument("-o", "--output", choices=("text", "json"), default="text", help="output format (default: text)")
     common.add_argument("paths", nargs="+", metavar="PATH", help="spec files or directories of *.yaml / *.yml files")
-
-    parser = argparse.ArgumentParser(prog="reconcile", description="Make a libvirt host match a directory of YAML specs.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    sub.add_parser("validate", parents=[common], help="check the specs; no libvirt")
-    p = sub.add_parser("plan", parents=[common], help="show what apply would change")
-    p.add_argument("--detailed-exitcode", action="store_true", help="exit 2 when changes are pending, 0 when none")
-    p.add_argument("--prune", action="store_true", help="include removing managed domains no spec mentions")
-    a = sub.add_parser("apply", parents=[common], help="make the host match the specs")
-    a.add_argument("--prune", action="store_true", help="remove managed domains of this project that no spec mentions")
-    for sp in (p, a):
-        sp.add_argument("--restart", action="store_true",
-                        help="restart running domains whose changes need it, whatever their on_change says")
-        sp.add_argument("--adopt", action="store_true",
-                        help="take over existing domains that specs name but reconcile did not create")
-        sp.add_argument("--allow-recreate", action="store_true",
-                        help="allow identity-level changes (type, arch, disk format); a replaced disk loses its data")
-    a.add_argument("--dry-run", action="store_true", help="plan only; change nothing")
-    d = sub.add_parser("destroy", parents=[common], help="remove everything these specs manage")
-    d.add_argument("--force", action="store_true", help="power off at once instead of an ACPI shutdown first")
-    for sp in (a, d):
-        sp.add_argument("--parallel", type=_positive, default=DEFAULT_PARALLEL, metavar="N",
-                        help=f"actions at once (default: {DEFAULT_PARALLEL})")
-        sp.add_argument("--lock-timeout", type=float, default=DEFAULT_LOCK_TIMEOUT, metavar="SECONDS",
-                        help=f"how long to wait for another run of the project on this host (default: {DEFAULT_LOCK_TIMEOUT:g})")
-        sp.add_argument("--break-lock", action="store_true",
-                        help="remove the project's lock on the host even if its holder may still run")
-    e = sub.add_parser("export", help="print the spec YAML of existing domains")
-    e.add_argument("-c", "--connect", metavar="URI", help="libvirt URI (default: $LIBVIRT_DEFAULT_URI, else qemu:///system)")
-    e.add_argument("--project", help="project to write into the spec (default: none, the directory name applies)")
-    e.add_argument("-v", "--verbose", action="store_true", help="show tracebacks of errors")
-    e.add_argument("names", nargs="+", metavar="DOMAIN", help="names of domains on the host")
-    e.set_defaults(output="text", quiet=False)
-    sub.add_parser("schema", help="print the JSON Schema of spec files (for editors and other tools)")
-    return parser
+    return common
 
 
 def _positive(text: str) -> int:
@@ -180,7 +207,8 @@ def _terminal_width() -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(argv[0] if argv and argv[0] in COMMANDS else None).parse_args(argv)
     if args.command == "schema":
         print(json.dumps(specs.load_schema(), indent=2, ensure_ascii=False), flush=True)
         return EXIT_OK
