@@ -827,7 +827,7 @@ class _Build:
                     elif not chosen_at.file.is_bad(chosen_at.base + ("profile",)):
                         close = difflib.get_close_matches(chosen, list(profiles), n=1)
                         hint = f"did you mean {close[0]!r}? " if close else ""
-                        known = ", ".join(sorted(profiles)) or "none"
+                        known = ", ".join(repr(p) for p in sorted(profiles)) or "none"
                         self.problems.append(chosen_at.file.diag(
                             chosen_at.base + ("profile",),
                             f"there is no profile {chosen!r}; {hint}expected one declared under profiles "
