@@ -257,47 +257,56 @@ def _few_collections() -> Iterator[None]:
 def run(args: argparse.Namespace, console: Console) -> int:
     if args.command == "export":
         return export(args, console)
-    desired = specs.load(args.paths, project=args.project)
     if args.command == "validate":
-        if console.json:
-            console.out(render.dumps({"format_version": render.FORMAT_VERSION, "ok": True, "diagnostics": [],
-                                      "expected_on_host": render.references_json(desired.expected_on_host)}))
-        else:
-            console.out(f"{len(desired.files)} file{'s' if len(desired.files) != 1 else ''} valid: "
-                        f"{len(desired.domains)} domains, {len(desired.pools)} pools, {len(desired.networks)} networks, "
-                        f"{len(desired.images)} images "
-                        f"(project '{desired.project}').")
-            if desired.expected_on_host:
-                console.info(render.references_text(desired.expected_on_host))
-        return EXIT_OK
+        return validate(specs.load(args.paths, project=args.project), console)
 
     from .libvirt_host import LibvirtHost  # imported late: validate works without libvirt
 
     host = LibvirtHost(default_uri(args.connect))
-    acting = args.command == "destroy" or (args.command == "apply" and not args.dry_run)
     try:
-        if not acting:
-            the_plan = make_plan_for(args, desired, host)
-            show_plan(the_plan, console)
-            if the_plan.refusals:
-                return EXIT_ERROR
-            return EXIT_CHANGES if (getattr(args, "detailed_exitcode", False) and not the_plan.empty) else EXIT_OK
-        # The lock is taken only when there is something to do: a plan without actions
-        # changes nothing, whatever another run is doing, so a no-op apply neither waits
-        # for a busy lock nor writes one. Otherwise the plan is made again under the lock,
-        # so that it sees what a run that held it left.
-        if not args.break_lock:
-            the_plan = make_plan_for(args, desired, host)
-            if not the_plan.actions:
-                return apply(the_plan, host, args, console)
-        lock = RunLock(host, desired.project, command=f"reconcile {args.command}", on_wait=console.note)
-        try:
-            lock.acquire(timeout=args.lock_timeout, break_lock=args.break_lock)
-            return apply(make_plan_for(args, desired, host), host, args, console)
-        finally:
-            lock.release()
+        host.connect_early()  # the connection opens while the specs load
+        desired = specs.load(args.paths, project=args.project)
+        return act(args, desired, host, console)
     finally:
         host.close()
+
+
+def validate(desired, console: Console) -> int:
+    if console.json:
+        console.out(render.dumps({"format_version": render.FORMAT_VERSION, "ok": True, "diagnostics": [],
+                                  "expected_on_host": render.references_json(desired.expected_on_host)}))
+    else:
+        console.out(f"{len(desired.files)} file{'s' if len(desired.files) != 1 else ''} valid: "
+                    f"{len(desired.domains)} domains, {len(desired.pools)} pools, {len(desired.networks)} networks, "
+                    f"{len(desired.images)} images "
+                    f"(project '{desired.project}').")
+        if desired.expected_on_host:
+            console.info(render.references_text(desired.expected_on_host))
+    return EXIT_OK
+
+
+def act(args: argparse.Namespace, desired, host, console: Console) -> int:
+    acting = args.command == "destroy" or (args.command == "apply" and not args.dry_run)
+    if not acting:
+        the_plan = make_plan_for(args, desired, host)
+        show_plan(the_plan, console)
+        if the_plan.refusals:
+            return EXIT_ERROR
+        return EXIT_CHANGES if (getattr(args, "detailed_exitcode", False) and not the_plan.empty) else EXIT_OK
+    # The lock is taken only when there is something to do: a plan without actions changes
+    # nothing, whatever another run is doing, so a no-op apply neither waits for a busy
+    # lock nor writes one. Otherwise the plan is made again under the lock, so that it sees
+    # what a run that held it left.
+    if not args.break_lock:
+        the_plan = make_plan_for(args, desired, host)
+        if not the_plan.actions:
+            return apply(the_plan, host, args, console)
+    lock = RunLock(host, desired.project, command=f"reconcile {args.command}", on_wait=console.note)
+    try:
+        lock.acquire(timeout=args.lock_timeout, break_lock=args.break_lock)
+        return apply(make_plan_for(args, desired, host), host, args, console)
+    finally:
+        lock.release()
 
 
 def make_plan_for(args: argparse.Namespace, desired, host) -> Plan:

@@ -95,25 +95,72 @@ class LibvirtHost:
         self._conn: libvirt.virConnect | None = None
         self._lock = threading.Lock()
         self._readers: cf.ThreadPoolExecutor | None = None
+        self._opening: tuple[threading.Thread, list] | None = None
+
+    def connect_early(self) -> None:
+        """Open the connection and start the reader threads in the background.
+
+        Called before the specs load, so that the two overlap. A failure is kept for the
+        first use of the connection, after the specs have been checked, so a spec error is
+        still reported first and alone.
+        """
+        if self._conn is not None or self._opening is not None or self._in_process:
+            return
+        outcome: list = []
+        thread = threading.Thread(target=self._open_early, args=(outcome,), name="reconcile-connect", daemon=True)
+        self._opening = (thread, outcome)
+        thread.start()
+
+    def _open_early(self, outcome: list) -> None:
+        try:
+            conn = libvirt.open(self.uri)
+        except libvirt.libvirtError as exc:
+            outcome.append(exc)
+            return
+        with self._lock:
+            if self._opening is None or self._opening[1] is not outcome:
+                conn.close()  # closed (given up) meanwhile
+                return
+            self._conn = conn
+            readers = self._reader_pool()
+            for _ in range(_READERS - 1):
+                readers.submit(time.sleep, 0)  # the threads start now, not on the first reads
 
     @property
     def conn(self) -> libvirt.virConnect:
+        opening = self._opening
+        if opening is not None:
+            opening[0].join()
+            self._opening = None
+            if opening[1]:
+                raise self._cannot_connect(opening[1][0])
         with self._lock:
             if self._conn is None:
                 try:
                     self._conn = libvirt.open(self.uri)
                 except libvirt.libvirtError as exc:
-                    err = translate(exc, f"connect to {self.uri}")
-                    if not isinstance(err, PermissionDenied):
-                        err = HostUnavailable(
-                            f"{exc.get_error_message()} (is libvirtd running? `scripts/bootstrap` starts it)",
-                            f"connect to {self.uri}")
-                        err.__cause__ = exc
-                    raise err from exc
+                    raise self._cannot_connect(exc) from exc
             return self._conn
 
+    def _cannot_connect(self, exc: libvirt.libvirtError) -> HostError:
+        err = translate(exc, f"connect to {self.uri}")
+        if not isinstance(err, PermissionDenied):
+            err = HostUnavailable(f"{exc.get_error_message()} (is libvirtd running? `scripts/bootstrap` starts it)",
+                                  f"connect to {self.uri}")
+        err.__cause__ = exc
+        return err
+
+    def _reader_pool(self) -> cf.ThreadPoolExecutor:
+        """The reader threads (see `_reads`); the caller holds `_lock`."""
+        if self._readers is None:
+            self._readers = cf.ThreadPoolExecutor(max_workers=_READERS - 1, thread_name_prefix="reconcile-read")
+        return self._readers
+
     def close(self) -> None:
+        """Close the connection. One still being opened early (the specs failed while a slow
+        host was answering) is closed by its thread once open: the exit does not wait."""
         with self._lock:
+            self._opening = None
             if self._readers is not None:
                 self._readers.shutdown(wait=False)  # idle: its threads end on their own
                 self._readers = None
@@ -318,9 +365,7 @@ class LibvirtHost:
         if n < 2:
             return dict(zip(calls, share(items)))
         with self._lock:
-            if self._readers is None:
-                self._readers = cf.ThreadPoolExecutor(max_workers=_READERS - 1, thread_name_prefix="reconcile-read")
-            readers = self._readers
+            readers = self._reader_pool()
         others = [readers.submit(share, items[i::n]) for i in range(1, n)]
         results: list[list] = [share(items[0::n])] + [f.result() for f in others]
         ordered = [None] * len(items)
