@@ -217,8 +217,9 @@ def apply_bench(sizes: list[int], tmp: Path, repeat: int, pool: str, pool_path: 
             print(line + f"   (target {target})", flush=True)
 
 
-def settle(names: list[str], quiet: float = 0.05, limit: float = 90.0) -> None:
-    """Wait until the named running domains together use less than `quiet` of a core each."""
+def settle(names: list[str], quiet: float = 0.02, limit: float = 120.0) -> None:
+    """Wait until the named running domains use less than `quiet` of a core each (idle in
+    their firmware, twenty use about 0.2 of a core here)."""
     conn = libvirt.open(SYSTEM_URI)
     try:
         doms = [conn.lookupByName(n) for n in names]
