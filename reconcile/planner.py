@@ -338,6 +338,7 @@ def _plan_domain(spec: DomainSpec, desired: Desired, observed: Observed, waits: 
         if adopting:
             changes.append(Change("owner", None, desired.project, ChangeClass.LIVE))
         live_only: list[Change] = []
+        mine: list[Pending] = []  # this domain's, kept apart: scanning all of them per domain was quadratic
         if running and have.live_essence is not None:
             # What the running domain has, against what the spec wants: live-class fields are
             # corrected at once; other differences already in the config wait for a restart.
@@ -352,7 +353,7 @@ def _plan_domain(spec: DomainSpec, desired: Desired, observed: Observed, waits: 
                     live_only.append(c)
                 else:
                     # The config already says what the spec says: waiting, not drifting.
-                    pending.append(Pending(spec.name, "", (dataclasses.replace(c, drift=False),)))
+                    mine.append(Pending(spec.name, "", (dataclasses.replace(c, drift=False),)))
         changes = sorted(changes + live_only, key=lambda c: c.path)
         recreate = [c for c in changes if c.klass is ChangeClass.RECREATE]
         # A disk replaced under its own allow_replace needs no --allow-recreate.
@@ -364,9 +365,9 @@ def _plan_domain(spec: DomainSpec, desired: Desired, observed: Observed, waits: 
                               f"{what} needs the domain recreated"
                               + (" and its disk replaced, which loses the disk's data" if reformat else "")
                               + "; refused (apply --allow-recreate does it)", refused=True))
+            pending.extend(mine)
             return
 
-        mine = [p for p in pending if p.name == spec.name]
         needs_restart = any(c.klass in (ChangeClass.RESTART, ChangeClass.RECREATE) for c in changes) or any(
             c.klass is ChangeClass.RESTART for p in mine for c in p.changes)
         stop_first = running and (needs_restart and (spec.on_change == "restart" or options.restart) or bool(recreate))
@@ -382,10 +383,8 @@ def _plan_domain(spec: DomainSpec, desired: Desired, observed: Observed, waits: 
                           payload={"stop_timeout": spec.stop_timeout})
             actions.append(stop)
             stop_id = (stop.id,)
-            pending[:] = [p for p in pending if p.name != spec.name]
         elif mine:
             merged = tuple(c for p in mine for c in p.changes)
-            pending[:] = [p for p in pending if p.name != spec.name]
             pending.append(Pending(spec.name, "in the config, waiting for the running domain to restart "
                                    "(on_change: defer; apply --restart restarts it)", merged))
 
