@@ -18,9 +18,11 @@ from typing import Any
 
 Check = Callable[[Any], bool]
 
-# Keywords that say nothing about validity.
-_ANNOTATIONS = frozenset({"description", "title", "examples", "default", "$comment", "deprecated", "readOnly",
-                          "writeOnly", "$schema", "$id", "$defs", "else"})
+# Keywords that only describe; `_inline_refs` in specs uses them too.
+ANNOTATIONS = frozenset({"description", "title", "examples", "default", "$comment", "deprecated", "readOnly",
+                         "writeOnly"})
+# What a node may hold that says nothing about validity by itself ("else" is read with "if").
+_IGNORED = ANNOTATIONS | {"$schema", "$id", "$defs", "else"}
 _OBJECT_KEYWORDS = frozenset({"properties", "patternProperties", "additionalProperties"})
 _TYPES: dict[str, Check] = {
     "object": lambda v: isinstance(v, dict),
@@ -69,7 +71,7 @@ def compile_schema(schema: Mapping[str, Any], formats: Mapping[str, Callable[[st
         if not _OBJECT_KEYWORDS.isdisjoint(node):
             checks.append(_object(node))
         for key, arg in node.items():
-            if key in _ANNOTATIONS or key in _OBJECT_KEYWORDS:
+            if key in _IGNORED or key in _OBJECT_KEYWORDS:
                 continue
             check = keyword(key, arg, node)
             if check is None:

@@ -31,7 +31,7 @@ from .formats import FORMATS, check_name
 from .expand import DIRECTORY_DEFAULTS, Layer, Located, expand_index, field_text, has_index, merge_layers
 from .model import (DEFAULT_STOP_TIMEOUT, Backing, Cdrom, Console, Desired, Disk, DomainSpec, Graphics, ImageSpec, Interface,
                     NetworkSpec, Origin, PoolSpec, Reference, Seed, State)
-from .schema_check import compile_schema
+from .schema_check import ANNOTATIONS, compile_schema
 from .units import parse_size
 
 __all__ = ["SpecError", "load", "load_schema", "REFERENCES"]
@@ -89,9 +89,6 @@ def _domain_fields() -> frozenset[str]:
     return frozenset(load_schema()["$defs"]["domain"]["properties"])
 
 
-_ANNOTATIONS = {"description", "title", "examples", "default", "$comment", "deprecated", "readOnly", "writeOnly"}
-
-
 def _inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
     """The schema with each local `$ref` replaced by what it points to (`$defs` stay).
 
@@ -104,7 +101,7 @@ def _inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
     def walk(node: Any, seen: tuple[str, ...]) -> Any:
         if isinstance(node, dict):
             ref = node.get("$ref")
-            if isinstance(ref, str) and ref.startswith("#/$defs/") and set(node) - {"$ref"} <= _ANNOTATIONS:
+            if isinstance(ref, str) and ref.startswith("#/$defs/") and set(node) - {"$ref"} <= ANNOTATIONS:
                 name = ref[len("#/$defs/"):]
                 if isinstance(defs.get(name), dict) and name not in seen:
                     # the target's own annotations win: they are what jsonschema reports
