@@ -314,8 +314,7 @@ def make_plan_for(args: argparse.Namespace, desired, host) -> Plan:
                             seeds=desired.seeds_of_interest(), images=desired.images_of_interest(),
                             live={d.name for d in desired.domains},
                             machines=any(d.machine for d in desired.domains),
-                            networks=desired.networks_of_interest(), project=desired.project,
-                            named={d.name for d in desired.domains})
+                            networks=desired.networks_of_interest(), project=desired.project)
     if args.command == "destroy":
         return plan_destroy(desired, observed)
     return make_plan(desired, observed, options=Options(

@@ -174,8 +174,7 @@ class LibvirtHost:
     def observe(self, pools: Iterable[str] = (), volumes: Iterable[tuple[str, str]] | None = (),
                 live: Iterable[str] | None = None, seeds: Iterable[tuple[str, str]] = (),
                 images: Iterable[tuple[str, str]] = (), machines: bool = True,
-                networks: Iterable[str] | None = None, project: str | None = None,
-                named: Iterable[str] = ()) -> Observed:
+                networks: Iterable[str] | None = None, project: str | None = None) -> Observed:
         """Read the host. `pools` and `volumes` name what the specs care about beyond domains.
 
         `volumes=None` reads every volume of every active pool (export needs to know which
@@ -185,10 +184,10 @@ class LibvirtHost:
         compared by its files, never rebuilt to find out, and the first bytes of `images`,
         which tell the format from the content (libvirt's own idea of it lags an upload).
         `machines`: whether any spec names a machine type, whose aliases are then read.
-        `networks` names the networks of interest (None: all of them). With `project`, the
-        domains observed are those `named` and those the project manages: a host shared with
-        other work may hold many more, whose XML is read (it says who manages them) but not
-        parsed when it carries no ownership record at all.
+        `networks` names the networks of interest (None: all of them). With `project` (and
+        `live` not None), the domains observed are those in `live` and those the project
+        manages: a host shared with other work may hold many more, whose XML is read (it says
+        who manages them) but not parsed when it carries no ownership record at all.
 
         The reads go in rounds (the listings; each pool's path and volumes; one XML per
         domain, volume and network), the calls of a round several at a time (see `_reads`);
@@ -292,7 +291,7 @@ class LibvirtHost:
 
         by_path = {v.path: (v.pool, v.name) for v in observed_volumes.values()}
         observed_domains: dict[str, ObservedDomain] = {}
-        named = set(named)
+        scoped = project is not None and live_wanted is not None
         for dom in all_domains:
             name = dom.name()
             xml = xml_of[("domain", name)]
@@ -300,11 +299,11 @@ class LibvirtHost:
                 if xml.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
                     continue  # undefined between the listing and the read
                 raise translate(xml, f"read domain {name}") from xml
-            if project is not None and name not in named and domxml.NAMESPACE not in xml:
+            if scoped and name not in live_wanted and domxml.NAMESPACE not in xml:
                 continue  # neither named nor managed by anyone
             root = ET.fromstring(xml)
             ownership = domxml.read_ownership(root)
-            if project is not None and name not in named and (ownership is None or ownership.project != project):
+            if scoped and name not in live_wanted and (ownership is None or ownership.project != project):
                 continue  # another project's
             essence = domxml.essence_of_element(root, by_path)
             essence["autostart"] = name in autostart

@@ -162,6 +162,6 @@ def test_a_plan_looks_only_at_its_own_domains(host, tmp_path):
     names = lambda **kw: set(host.observe(pools={"default-pool"}, **kw).domains)  # noqa: E731
     everything = names()
     assert {"td-web01", "td-idle", "td-else", "td-quiet", "test"} <= everything
-    assert names(project="td", named={"td-web01"}) == {"td-web01", "td-idle"}
-    assert names(project="td", named={"test"}) == {"td-web01", "td-idle", "test"}  # named: unmanaged (exists)
-    assert names(project="td-other") == {"td-else", "td-quiet"}
+    assert names(project="td", live={"td-web01"}) == {"td-web01", "td-idle"}
+    assert names(project="td", live={"test"}) == {"td-web01", "td-idle", "test"}  # named: unmanaged (exists)
+    assert names(project="td-other", live=set()) == {"td-else", "td-quiet"}
