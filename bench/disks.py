@@ -7,7 +7,6 @@ Prints figures; asserts nothing.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -15,14 +14,16 @@ import tempfile
 import time
 from pathlib import Path
 
+import libvirt
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from reconcile import planner, seed, specs  # noqa: E402
 from reconcile.executor import execute  # noqa: E402
 from reconcile.libvirt_host import LibvirtHost  # noqa: E402
 from reconcile.model import Status  # noqa: E402
+from run import PREFIX, cleanup  # noqa: E402 - bench/run.py, beside this file
 
-PREFIX = os.environ.get("RECONCILE_BENCH_PREFIX", "rcbench-")
 URI = "qemu:///system"
 
 
@@ -83,20 +84,8 @@ def main() -> None:
         print(f"converged plan of {n} domains with seeds (observe reads every seed back): "
               f"best {min(times) * 1000:.0f} ms of 3")
     finally:
-        import libvirt
-
         conn = libvirt.open(URI)
-        for dom in conn.listAllDomains(0):
-            if dom.name().startswith(PREFIX):
-                dom.undefine()
-        try:
-            pool = conn.storagePoolLookupByName(f"{PREFIX}pool")
-            for vol in pool.listAllVolumes(0):
-                vol.delete(0)
-            pool.destroy()
-            pool.undefine()
-        except libvirt.libvirtError:
-            pass
+        cleanup(conn)
         conn.close()
         host.close()
         shutil.rmtree(work, ignore_errors=True)

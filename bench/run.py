@@ -235,6 +235,7 @@ def settle(names: list[str], quiet: float = 0.02, limit: float = 120.0) -> None:
 
 
 def cleanup(conn: libvirt.virConnect) -> None:
+    """Remove every domain, network and pool (with its volumes) named with PREFIX, even half-made."""
     for dom in conn.listAllDomains(0):
         if dom.name().startswith(PREFIX):
             with contextlib.suppress(libvirt.libvirtError):
