@@ -45,22 +45,17 @@ COMMANDS = {
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
-    """The parser; with `only`, the other commands get their name and help but no options
-    (building them all is a millisecond that every run would pay)."""
+    """The parser; with `only`, just that command's (building them all is a millisecond
+    that every run would pay; the list of commands shows in `reconcile --help`, which
+    builds them all)."""
     parser = argparse.ArgumentParser(prog="reconcile", description="Make a libvirt host match a directory of YAML specs.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     built: dict[str, argparse.ArgumentParser] = {}
-    common: list[argparse.ArgumentParser] = []
     for name, text in COMMANDS.items():
-        if only is not None and name != only:
-            sub.add_parser(name, help=text)
-            continue
-        if name in ("export", "schema"):
+        if only is None or name == only:
             built[name] = sub.add_parser(name, help=text)
-            continue
-        if not common:
-            common.append(_common_options())
-        built[name] = sub.add_parser(name, parents=common, help=text)
+            if name not in ("export", "schema"):
+                _common_options(built[name])
 
     p, a, d, e = (built.get(n) for n in ("plan", "apply", "destroy", "export"))
     if p:
@@ -94,15 +89,13 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def _common_options() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("-c", "--connect", metavar="URI", help="libvirt URI (default: $LIBVIRT_DEFAULT_URI, else qemu:///system)")
-    common.add_argument("--project", help="ownership scope (default: 'project' in the specs, else the directory name)")
-    common.add_argument("-v", "--verbose", action="store_true", help="say more; show tracebacks of errors")
-    common.add_argument("-q", "--quiet", action="store_true", help="print only the summary and errors")
-    common.add_argument("-o", "--output", choices=("text", "json"), default="text", help="output format (default: text)")
-    common.add_argument("paths", nargs="+", metavar="PATH", help="spec files or directories of *.yaml / *.yml files")
-    return common
+def _common_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-c", "--connect", metavar="URI", help="libvirt URI (default: $LIBVIRT_DEFAULT_URI, else qemu:///system)")
+    p.add_argument("--project", help="ownership scope (default: 'project' in the specs, else the directory name)")
+    p.add_argument("-v", "--verbose", action="store_true", help="say more; show tracebacks of errors")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the summary and errors")
+    p.add_argument("-o", "--output", choices=("text", "json"), default="text", help="output format (default: text)")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="spec files or directories of *.yaml / *.yml files")
 
 
 def _positive(text: str) -> int:
