@@ -104,22 +104,25 @@ def field_text(path: Path_) -> str:
 def merge_layers(stack: list[Layer]) -> Located:
     """Merge mappings field by field (later layers win); lists and values are replaced whole."""
     out = Located({}, {}, stack[-1] if stack else None)
-
-    def merge(into: dict[str, Any], data: dict[str, Any], layer: Layer, where: Path_) -> None:
-        for key, value in data.items():
-            path = where + (key,)
-            if key in into:  # set by an earlier layer: this one wins
-                if isinstance(value, dict) and isinstance(into[key], dict):
-                    merge(into[key], value, layer, path)
-                    continue
-                for stale in [p for p in out.origins if p[: len(path)] == path]:
-                    del out.origins[stale]
-            into[key] = _copy(value)
-            out.origins[path] = layer
-
     for layer in stack:
-        merge(out.data, layer.data, layer, ())
+        _merge(out.data, layer.data, layer, (), out.origins)
     return out
+
+
+def _merge(into: dict[str, Any], data: dict[str, Any], layer: Layer, where: Path_,
+           origins: dict[Path_, Layer]) -> None:
+    # A module-level function, not one nested in merge_layers: a nested function that calls
+    # itself is a reference cycle, left for the cycle collector once per domain.
+    for key, value in data.items():
+        path = where + (key,)
+        if key in into:  # set by an earlier layer: this one wins
+            if isinstance(value, dict) and isinstance(into[key], dict):
+                _merge(into[key], value, layer, path, origins)
+                continue
+            for stale in [p for p in origins if p[: len(path)] == path]:
+                del origins[stale]
+        into[key] = _copy(value)
+        origins[path] = layer
 
 
 def _copy(value: Any) -> Any:
@@ -137,14 +140,14 @@ def has_index(text: str) -> bool:
 
 def expand_index(located: Located, index: int) -> Located:
     """A copy of a merged domain with {index} (or {index:0N}, zero-padded) filled in everywhere."""
+    return Located(_fill(located.data, index), dict(located.origins), located.own)
 
-    def fill(value: Any) -> Any:
-        if isinstance(value, str):
-            return _INDEX.sub(lambda m: str(index).zfill(int(m.group(1) or 0)), value) if "{" in value else value
-        if isinstance(value, list):
-            return [fill(v) for v in value]
-        if isinstance(value, dict):
-            return {k: fill(v) for k, v in value.items()}
-        return value
 
-    return Located(fill(located.data), dict(located.origins), located.own)
+def _fill(value: Any, index: int) -> Any:
+    if isinstance(value, str):
+        return _INDEX.sub(lambda m: str(index).zfill(int(m.group(1) or 0)), value) if "{" in value else value
+    if isinstance(value, list):
+        return [_fill(v, index) for v in value]
+    if isinstance(value, dict):
+        return {k: _fill(v, index) for k, v in value.items()}
+    return value

@@ -1229,24 +1229,25 @@ def _at(data: Any, path: Path_) -> Any:
 def _values_at(data: Any, path: tuple[str, ...], default: str | None) -> list[tuple[Path_, str]]:
     """Every value at `path` ("*" for each list item), with the default where it is left out."""
     found: list[tuple[Path_, str]] = []
-
-    def walk(node: Any, rest: tuple[str, ...], where: Path_) -> None:
-        if not rest:
-            if isinstance(node, str):
-                found.append((where, node))
-            return
-        head, tail = rest[0], rest[1:]
-        if head == "*":
-            for i, child in enumerate(_list(node)):
-                walk(child, tail, where + (i,))
-        elif isinstance(node, dict):
-            if head in node:
-                walk(node[head], tail, where + (head,))
-            elif not tail and default is not None:
-                found.append((where, default))
-
-    walk(data, path, ())
+    _walk(data, path, (), default, found)
     return found
+
+
+def _walk(node: Any, rest: tuple[str, ...], where: Path_, default: str | None, found: list[tuple[Path_, str]]) -> None:
+    # not nested in _values_at: a nested function that calls itself is a reference cycle
+    if not rest:
+        if isinstance(node, str):
+            found.append((where, node))
+        return
+    head, tail = rest[0], rest[1:]
+    if head == "*":
+        for i, child in enumerate(_list(node)):
+            _walk(child, tail, where + (i,), default, found)
+    elif isinstance(node, dict):
+        if head in node:
+            _walk(node[head], tail, where + (head,), default, found)
+        elif not tail and default is not None:
+            found.append((where, default))
 
 
 def dump(doc: dict[str, Any]) -> str:
