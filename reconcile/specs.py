@@ -208,6 +208,10 @@ for _tag, _regexp, _first in [
 _STR, _INT, _FLOAT, _BOOL, _NULL, _MAP, _SEQ, _MERGE = (f"tag:yaml.org,2002:{t}" for t in
                                                        ("str", "int", "float", "bool", "null", "map", "seq", "merge"))
 _RESOLVED_BY_FIRST = _Loader.yaml_implicit_resolvers
+_REMEMBERED = 4096  # distinct scalar texts whose reading is kept for the rest of the run
+
+
+_SCALAR_TAGS: dict[str, str] = {}  # by text: the same few values (sizes, counts) recur in every domain
 
 
 def _resolve(self: Any, kind: type, value: Any, implicit: tuple[bool, bool]) -> str:
@@ -215,7 +219,12 @@ def _resolve(self: Any, kind: type, value: Any, implicit: tuple[bool, bool]) -> 
     and most plain scalars begin with a character no implicit type can begin with."""
     if kind is yaml.ScalarNode:
         if implicit[0] and (not value or value[0] in _RESOLVED_BY_FIRST):
-            return yaml.resolver.BaseResolver.resolve(self, kind, value, implicit)
+            tag = _SCALAR_TAGS.get(value)
+            if tag is None:
+                tag = yaml.resolver.BaseResolver.resolve(self, kind, value, implicit)
+                if len(_SCALAR_TAGS) < _REMEMBERED:
+                    _SCALAR_TAGS[value] = tag
+            return tag
         return _STR
     return _MAP if kind is yaml.MappingNode else _SEQ
 
@@ -260,6 +269,7 @@ _V11_FIRST = frozenset(c for c in _V11.yaml_implicit_resolvers if c) | frozenset
     c for c in _Loader.yaml_implicit_resolvers if c)
 
 
+@functools.lru_cache(maxsize=_REMEMBERED)
 def _yaml11_value(text: str) -> Any:
     """What PyYAML's YAML 1.1 reading makes of a plain scalar (a str when it cannot say)."""
     tag = _V11.resolve(yaml.ScalarNode, text, (True, False))
