@@ -15,9 +15,6 @@ from __future__ import annotations
 import io
 import re
 
-import pycdlib
-from pycdlib.pycdlibexception import PyCdlibException
-
 LABEL = "cidata"
 FILES = ("meta-data", "user-data", "network-config")
 MAX_SEED_BYTES = 16 * 1024 * 1024  # a seed larger than this is not one reconcile wrote
@@ -32,6 +29,8 @@ def _iso9660_name(name: str) -> str:
 
 def build_iso(files: tuple[tuple[str, bytes], ...]) -> bytes:
     """The seed ISO for `files` (name, content), with Rock Ridge and Joliet long names."""
+    import pycdlib  # here: only runs with seeds need it, and it takes 6 ms to import
+
     iso = pycdlib.PyCdlib()
     iso.new(interchange_level=3, vol_ident=LABEL, joliet=3, rock_ridge="1.09",
             app_ident_str="reconcile cloud-init seed")
@@ -47,6 +46,9 @@ def build_iso(files: tuple[tuple[str, bytes], ...]) -> bytes:
 
 def read_iso(data: bytes) -> dict[str, bytes] | None:
     """The files of a seed ISO by their long names; None if `data` is not a cidata ISO."""
+    import pycdlib
+    from pycdlib.pycdlibexception import PyCdlibException
+
     iso = pycdlib.PyCdlib()
     try:
         iso.open_fp(io.BytesIO(data))

@@ -11,9 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-import urllib.error
 import urllib.parse
-import urllib.request
 from typing import BinaryIO
 
 from .errors import ReconcileError
@@ -50,6 +48,11 @@ class ImageSource:
         if "://" in self.location:
             if not self.location.startswith(("http://", "https://")):
                 raise SourceError(f"{self.shown}: only http and https URLs can be imported")
+            # imported here: urllib.request (http.client, ssl, email) is a sixth of the start-up
+            # time of every run, and only a download needs it
+            import urllib.error
+            import urllib.request
+
             # user:password@ in the URL becomes basic authentication (urllib would take it for
             # part of the host name), and is never shown in a message.
             parts = urllib.parse.urlsplit(self.location)

@@ -21,9 +21,8 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jsonschema
 import yaml
 
 from .errors import Diagnostic, SpecError
@@ -33,6 +32,9 @@ from .model import (DEFAULT_STOP_TIMEOUT, Backing, Cdrom, Console, Desired, Disk
                     NetworkSpec, Origin, PoolSpec, Reference, Seed, State)
 from .schema_check import ANNOTATIONS, compile_schema
 from .units import parse_size
+
+if TYPE_CHECKING:
+    import jsonschema  # imported where a file has problems: it is a third of the start-up time
 
 __all__ = ["SpecError", "load", "load_schema", "REFERENCES"]
 
@@ -76,6 +78,8 @@ def load_schema() -> dict[str, Any]:
 
 @functools.lru_cache(maxsize=1)
 def _validator() -> Any:
+    import jsonschema
+
     schema = load_schema()
     checker = jsonschema.FormatChecker(formats=())
     for name, func in FORMATS.items():
@@ -125,6 +129,8 @@ def _ecma(pattern: str) -> re.Pattern[str]:
 
 def _pattern(validator: Any, pattern: str, instance: Any, schema: dict[str, Any]) -> Any:
     if isinstance(instance, str) and not _ecma(pattern).search(instance):
+        import jsonschema
+
         yield jsonschema.ValidationError(f"{instance!r} does not match {pattern!r}")
 
 
@@ -548,6 +554,8 @@ def _quick_check() -> Callable[[Any], bool]:
 def _schema_problems(spec: SpecFile) -> list[Diagnostic]:
     if _quick_check()(spec.data):
         return []  # nothing wrong: no need for jsonschema's reasons
+    import jsonschema
+
     out: dict[tuple[Path_, str], Diagnostic] = {}
     by_path: dict[Path_, list[jsonschema.ValidationError]] = {}
     for error in _validator().iter_errors(spec.data):
