@@ -345,10 +345,10 @@ class LibvirtHost:
         shares, one of them read by this thread and each other by a reader thread, one
         after another: a task per call costs as much CPU again as the reads themselves.
         (Sixty XML reads of twenty running domains, here: 7.3 ms one by one, 4.3 ms in five
-        shares, 4.1 ms in eight.) The threads make the calls and nothing
-        else: parsing the answers there too would have them queue for the GIL. A round of a
-        few calls (the listings) is quicker one by one than handed to threads, and an
-        in-process driver (test:///) has no round trip to overlap: both read one by one.
+        shares, 4.1 ms in eight.) The threads make the calls and nothing else: parsing the
+        answers there too would have them queue for the GIL. A round of a few calls (the
+        listings) is quicker one by one than handed to threads, and an in-process driver
+        (test:///) has no round trip to overlap: both read one by one.
         """
         def share(items: list[tuple]) -> list:
             out = []

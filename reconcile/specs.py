@@ -214,10 +214,10 @@ for _tag, _regexp, _first in [
 _STR, _INT, _FLOAT, _BOOL, _NULL, _MAP, _SEQ, _MERGE = (f"tag:yaml.org,2002:{t}" for t in
                                                        ("str", "int", "float", "bool", "null", "map", "seq", "merge"))
 _RESOLVED_BY_FIRST = _Loader.yaml_implicit_resolvers
-_REMEMBERED = 4096  # distinct scalar texts whose reading is kept for the rest of the run
-
-
-_SCALAR_TAGS: dict[str, str] = {}  # by text: the same few values (sizes, counts) recur in every domain
+# How a plain scalar reads depends on its text alone, and the same few texts (sizes, counts,
+# states) recur in every domain: the readings of up to this many are kept for the run.
+_REMEMBERED = 4096
+_SCALAR_TAGS: dict[str, str] = {}
 
 
 def _resolve(self: Any, kind: type, value: Any, implicit: tuple[bool, bool]) -> str:
