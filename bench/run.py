@@ -217,12 +217,13 @@ def apply_bench(sizes: list[int], tmp: Path, repeat: int, pool: str, pool_path: 
                 add(f"destroy p{par}", timed(quiet_cli, "destroy", "-q", "--force", "--parallel", str(par), str(spec_dir)))
         f = {k: min(v) for k, v in figures.items()}
         # the targets are set for twenty domains
-        for what, target in (("apply", "   (target <= 0.5x at the default)"), ("destroy", "   (target <= 0.5x at the default)")):
+        target = "   (target <= 0.5x at the default)" if n == 20 else ""
+        for what in ("apply", "destroy"):
             floor = f[f"floor {what}"]
             line = f"  {what:<7} N={n:<3} floor {floor:7.3f}s"
             for par in (1, DEFAULT_PARALLEL):
                 line += f"   --parallel {par}: {f[f'{what} p{par}']:7.3f}s {ratio(f[f'{what} p{par}'], floor)}"
-            print(line + (target if n == 20 else ""), flush=True)
+            print(line + target, flush=True)
         line = f"  no-op   N={n:<3}"
         for par in (1, DEFAULT_PARALLEL):
             ours, floor = f[f"no-op p{par}"], f[f"floor no-op p{par}"]
@@ -274,7 +275,8 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="smaller sizes (test driver up to 1000, real N=5 only)")
     ap.add_argument("--skip-real", action="store_true", help="only the test driver")
     ap.add_argument("--repeat", type=int, default=1,
-                    help="runs per apply figure, the best shown (default 1); plans of up to 200 domains run max(20, 2R) times, of up to 1000 max(3, 2R)")
+                    help="runs per apply figure, the best shown (default 1); plans of up to 200 domains "
+                         "run max(20, 2R) times, of up to 1000 max(3, 2R)")
     args = ap.parse_args()
 
     load = os.getloadavg()[0]
