@@ -488,10 +488,10 @@ class LibvirtHost:
             try:
                 dom.destroy()
             except libvirt.libvirtError as exc:
-                # It went down on its own between the last look and the power-off.
-                if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-                    return "graceful" if not force and timeout > 0 else "already stopped"
-                if exc.get_error_code() == libvirt.VIR_ERR_OPERATION_INVALID and not _active(dom):
+                # It went down on its own between the last look and the power-off (a
+                # transient domain is gone altogether, which `_active` reads as stopped).
+                codes = (libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_ERR_OPERATION_INVALID)
+                if exc.get_error_code() in codes and not _active(dom):
                     return "graceful" if not force and timeout > 0 else "already stopped"
                 raise
         return "forced"
@@ -523,11 +523,8 @@ class LibvirtHost:
 
     def take_lock(self, name: str, holder: dict[str, str]) -> tuple[str | None, dict[str, str]]:
         """Try once: (token, holder) when taken, else (None, the current holder)."""
-        root = ET.Element("network")
-        ET.SubElement(root, "name").text = name
-        ET.SubElement(root, "metadata").append(ET.Element(_LOCK_TAG, holder))
         try:
-            net = self.conn.networkDefineXML(ET.tostring(root, encoding="unicode"))
+            net = self.conn.networkDefineXML(_lock_xml(name, holder))
         except libvirt.libvirtError as exc:
             if exc.get_error_code() not in (libvirt.VIR_ERR_OPERATION_FAILED, libvirt.VIR_ERR_NETWORK_EXIST):
                 raise translate(exc, f"take the lock {name}") from exc
@@ -556,12 +553,8 @@ class LibvirtHost:
             if exc.get_error_code() == libvirt.VIR_ERR_NO_NETWORK:
                 return False  # broken by someone: never bring it back
             raise translate(exc, f"renew the lock {name}") from exc
-        root = ET.Element("network")
-        ET.SubElement(root, "name").text = name
-        ET.SubElement(root, "uuid").text = token
-        ET.SubElement(root, "metadata").append(ET.Element(_LOCK_TAG, holder))
         try:
-            self.conn.networkDefineXML(ET.tostring(root, encoding="unicode"))
+            self.conn.networkDefineXML(_lock_xml(name, holder, token))
         except libvirt.libvirtError as exc:
             if exc.get_error_code() in (libvirt.VIR_ERR_OPERATION_FAILED, libvirt.VIR_ERR_NETWORK_EXIST):
                 return False
@@ -847,6 +840,16 @@ def _interleave(few: list, many: list) -> Iterator:
         yield item
         yield from itertools.islice(rest, int((i + 1) * step) - int(i * step))
     yield from rest
+
+
+def _lock_xml(name: str, holder: dict[str, str], token: str | None = None) -> str:
+    """The network that is lock `name`; with `token` (its UUID), the same one redefined."""
+    root = ET.Element("network")
+    ET.SubElement(root, "name").text = name
+    if token:
+        ET.SubElement(root, "uuid").text = token
+    ET.SubElement(root, "metadata").append(ET.Element(_LOCK_TAG, holder))
+    return ET.tostring(root, encoding="unicode")
 
 
 def _network_xml(net: libvirt.virNetwork) -> str:

@@ -85,7 +85,7 @@ def describe(holder: dict[str, str]) -> str:
 
 
 class RunLock:
-    """Take with `acquire`, give back with `release` (also a context manager)."""
+    """Take with `acquire`, give back with `release` (safe to call when not taken)."""
 
     def __init__(self, host: LockHost, project: str, command: str = "reconcile",
                  on_wait: Callable[[str], None] | None = None):
@@ -151,9 +151,3 @@ class RunLock:
             except ReconcileError:
                 pass  # left behind; the next run finds it stale (our pid is gone)
             self.token = None
-
-    def __enter__(self) -> RunLock:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.release()
