@@ -47,12 +47,17 @@ class SpecError(ReconcileError):
 
 
 class HostError(ReconcileError):
-    """A libvirt call failed. `subject` names the resource and the action for the user."""
+    """A libvirt call failed. `subject` names the resource and the action for the user.
+
+    `transient` marks a failure the host itself says may pass if tried again (a system
+    call that answered EAGAIN or EINTR), as opposed to one that will fail the same way.
+    """
 
     kind = "host error"
 
-    def __init__(self, message: str, subject: str = ""):
+    def __init__(self, message: str, subject: str = "", transient: bool = False):
         self.subject = subject
+        self.transient = transient
         super().__init__(f"{subject}: {message}" if subject else message)
 
 
@@ -66,6 +71,10 @@ class Conflict(HostError):
 
 class HostUnavailable(HostError):
     kind = "host unavailable"
+
+
+class ConnectionLost(HostUnavailable):
+    """The connection to libvirtd broke mid-run: every later call would fail the same way."""
 
 
 class PermissionDenied(HostError):

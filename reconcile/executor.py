@@ -16,7 +16,12 @@ the scheduler before an action is handed to a worker, so no worker ever blocks o
 - a domain or a volume is held alone by whatever acts on it.
 
 When the connection to the host is lost, nothing new starts: the actions not yet started
-are skipped with that cause, since each would fail the same way; a re-run converges.
+are skipped with that cause, since each would fail the same way; a re-run converges. Any
+other failure ends only its own action and what depends on it.
+
+An action whose failure the host calls temporary (a system call answered EAGAIN) is tried
+again after a short pause (`RETRY_PAUSES`), three times in all; its result says so. Re-running
+an action is safe for the same reason a re-run of the whole apply is: it re-checks first.
 
 The executor knows nothing of YAML, output formats or libvirt: it drives any object with
 the `Host` methods below.
@@ -32,13 +37,17 @@ from collections.abc import Callable
 from typing import Protocol
 
 from . import seed, sources
-from .errors import HostUnavailable, ReconcileError
+from .errors import ConnectionLost, HostError, ReconcileError
 from .model import DEFAULT_STOP_TIMEOUT, Action, ActionKind, ActionResult, ApplyResult, Plan, ResourceKind, Status
 
 # Most of an action's time is spent waiting for libvirtd and QEMU, not on our CPU, so more
 # workers than cores pay off: on a 2-core host 20 domains start about 3x faster from 8
 # threads than one after another. More than 8 mostly adds contention inside libvirtd.
 DEFAULT_PARALLEL = min(8, 4 * (os.cpu_count() or 1))
+
+# Seconds to wait before trying again an action that failed with a temporary host error:
+# before the second try, then before the third and last.
+RETRY_PAUSES = (0.5, 2.0)
 
 
 class Host(Protocol):
@@ -230,12 +239,26 @@ def execute(plan: Plan, host: Host, parallel: int = DEFAULT_PARALLEL, force: boo
 
     def attempt(action: Action) -> ActionResult:
         t0 = time.time()
-        try:
-            status, message, outcome = run_action(host, action, force)
-        except ReconcileError as exc:
-            return ActionResult(action, Status.FAILED, str(exc), t0, time.time(),
-                                error=getattr(exc, "kind", "error"))
-        return ActionResult(action, status, message, t0, time.time(), outcome=outcome)
+        temporary: list[str] = []  # the temporary failures so far
+        while True:
+            try:
+                status, message, outcome = run_action(host, action, force)
+            except HostError as exc:
+                if exc.transient and len(temporary) < len(RETRY_PAUSES):
+                    time.sleep(RETRY_PAUSES[len(temporary)])
+                    temporary.append(str(exc))
+                    continue
+                note = f" (tried {len(temporary) + 1} times; the host called it temporary)" if temporary else ""
+                return ActionResult(action, Status.FAILED, f"{exc}{note}", t0, time.time(), error=exc.kind,
+                                    attempts=len(temporary) + 1, connection_lost=isinstance(exc, ConnectionLost))
+            except ReconcileError as exc:
+                return ActionResult(action, Status.FAILED, str(exc), t0, time.time(),
+                                    error=getattr(exc, "kind", "error"), attempts=len(temporary) + 1)
+            break
+        if temporary:
+            retried = f"after {len(temporary)} temporary failure{'s' if len(temporary) > 1 else ''}: {temporary[-1]}"
+            message = f"{message}; {retried}" if message else retried
+        return ActionResult(action, status, message, t0, time.time(), outcome=outcome, attempts=len(temporary) + 1)
 
     workers = max(1, parallel)
     with cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="reconcile") as pool:
@@ -268,7 +291,7 @@ def execute(plan: Plan, host: Host, parallel: int = DEFAULT_PARALLEL, force: boo
                 action = running.pop(future)
                 locks.release(locks_of(action))
                 result = future.result()
-                if result.error == HostUnavailable.kind and not lost:
+                if result.connection_lost and not lost:
                     lost.append("the connection to the host was lost")
                 finish(result)
     missing = [a.id for a in plan.actions if a.id not in results]

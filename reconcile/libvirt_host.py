@@ -12,6 +12,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import contextlib
 import dataclasses
+import errno
 import io
 import itertools
 import threading
@@ -23,7 +24,8 @@ from typing import Any
 import libvirt
 
 from . import domxml, netxml, seed
-from .errors import Conflict, HostError, HostUnavailable, InvalidRequest, NotFound, PermissionDenied
+from .errors import (Conflict, ConnectionLost, HostError, HostUnavailable, InvalidRequest, NotFound,
+                     PermissionDenied)
 from .model import Observed, ObservedDomain, ObservedNetwork, ObservedPool, ObservedSeed, ObservedVolume
 
 # libvirt prints every error to stderr by default; we report them ourselves.
@@ -33,12 +35,17 @@ _NOT_FOUND = {libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_ERR_NO_STORAGE_POOL, libvir
               libvirt.VIR_ERR_NO_NETWORK}
 _CONFLICT = {libvirt.VIR_ERR_OPERATION_INVALID, libvirt.VIR_ERR_DOM_EXIST, libvirt.VIR_ERR_STORAGE_VOL_EXIST,
              libvirt.VIR_ERR_STORAGE_POOL_BUILT, libvirt.VIR_ERR_OPERATION_FAILED}
-_UNAVAILABLE = {libvirt.VIR_ERR_NO_CONNECT, libvirt.VIR_ERR_RPC, libvirt.VIR_ERR_SYSTEM_ERROR,
-                libvirt.VIR_ERR_INVALID_CONN, libvirt.VIR_ERR_NO_SUPPORT}
+_UNAVAILABLE = {libvirt.VIR_ERR_NO_CONNECT, libvirt.VIR_ERR_RPC, libvirt.VIR_ERR_INVALID_CONN}
 _PERMISSION = {libvirt.VIR_ERR_AUTH_FAILED, libvirt.VIR_ERR_OPERATION_DENIED, libvirt.VIR_ERR_AUTH_CANCELLED,
                libvirt.VIR_ERR_ACCESS_DENIED}
 _INVALID = {libvirt.VIR_ERR_XML_ERROR, libvirt.VIR_ERR_CONFIG_UNSUPPORTED, libvirt.VIR_ERR_INVALID_ARG,
-            libvirt.VIR_ERR_XML_DETAIL, libvirt.VIR_ERR_OPERATION_UNSUPPORTED, libvirt.VIR_ERR_INTERNAL_ERROR}
+            libvirt.VIR_ERR_XML_DETAIL, libvirt.VIR_ERR_OPERATION_UNSUPPORTED, libvirt.VIR_ERR_INTERNAL_ERROR,
+            libvirt.VIR_ERR_NO_SUPPORT}
+# A system call in libvirtd failed with this errno (libvirt passes it along as int1): the
+# kernel asks to try again. Seen in CI as "failed to load cgroup BPF prog: Resource
+# temporarily unavailable" when starting a domain while others were being torn down.
+_TRANSIENT_ERRNOS = {errno.EAGAIN, errno.EINTR}
+_PERMISSION_ERRNOS = {errno.EACCES, errno.EPERM}
 
 _CHUNK = 256 * 1024
 QCOW2_MAGIC = b"QFI\xfb"
@@ -55,14 +62,19 @@ def translate(exc: libvirt.libvirtError, subject: str = "") -> HostError:
     """A libvirtError as one of our kinds, keeping libvirt's own words in the message."""
     code = exc.get_error_code()
     message = exc.get_error_message() or str(exc)
+    transient = False
     if exc.get_error_domain() == libvirt.VIR_FROM_RPC or code in (libvirt.VIR_ERR_NO_CONNECT, libvirt.VIR_ERR_INVALID_CONN):
         # The connection itself failed ("client socket is closed", "Cannot recv data"):
         # whatever the code says, the host is what is unavailable.
-        err: HostError = HostUnavailable(f"lost the connection to libvirtd ({message})", subject)
-        err.__cause__ = exc
-        return err
-    if code in _NOT_FOUND:
-        cls: type[HostError] = NotFound
+        cls: type[HostError] = ConnectionLost
+        message = f"lost the connection to libvirtd ({message})"
+    elif code == libvirt.VIR_ERR_SYSTEM_ERROR:
+        # A system call in libvirtd failed; the connection is fine and the errno says more.
+        number = exc.get_int1()
+        cls = PermissionDenied if number in _PERMISSION_ERRNOS else HostError
+        transient = number in _TRANSIENT_ERRNOS
+    elif code in _NOT_FOUND:
+        cls = NotFound
     elif code in _PERMISSION:
         cls = PermissionDenied
     elif code in _UNAVAILABLE:
@@ -73,7 +85,7 @@ def translate(exc: libvirt.libvirtError, subject: str = "") -> HostError:
         cls = InvalidRequest
     else:
         cls = HostError
-    err = cls(message, subject)
+    err = cls(message, subject, transient=transient)
     err.__cause__ = exc
     return err
 
@@ -143,7 +155,10 @@ class LibvirtHost:
 
     def _cannot_connect(self, exc: libvirt.libvirtError) -> HostError:
         err = translate(exc, f"connect to {self.uri}")
-        if not isinstance(err, PermissionDenied):
+        if isinstance(err, PermissionDenied):
+            err = PermissionDenied(f"{exc.get_error_message()} (connect as root, or as a member of the group "
+                                   "that owns libvirtd's socket, often `libvirt`)", f"connect to {self.uri}")
+        else:
             err = HostUnavailable(f"{exc.get_error_message()} (is libvirtd running? `scripts/bootstrap` starts it)",
                                   f"connect to {self.uri}")
         err.__cause__ = exc

@@ -504,6 +504,8 @@ class ActionResult:
     # A stable word for machines: for a stop "graceful", "forced" or "already stopped".
     outcome: str = ""
     error: str = ""  # the kind of error of a failed action ("conflict", "host unavailable", ...)
+    attempts: int = 1  # more than one when the host called a failure temporary and it was tried again
+    connection_lost: bool = False  # it failed because the connection to libvirtd broke
 
     @property
     def duration(self) -> float:

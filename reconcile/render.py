@@ -175,6 +175,7 @@ def apply_json(result: ApplyResult) -> dict[str, Any]:
             "duration": round(r.duration, 3),
             **({"outcome": r.outcome} if r.outcome else {}),
             **({"error": r.error} if r.error else {}),
+            **({"attempts": r.attempts} if r.attempts > 1 else {}),
         }
         for r in result.results
     ]

@@ -78,6 +78,9 @@ def cleanup_host(conn, prefix: str = PREFIX) -> None:
             for vol in pool.listAllVolumes(0):
                 vol.delete(0)
             pool.destroy()
+        except libvirt.libvirtError:
+            pass  # e.g. a pool whose directory cannot be made: it never started
+        try:
             pool.undefine()
         except libvirt.libvirtError:
             pass

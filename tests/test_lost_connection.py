@@ -1,5 +1,6 @@
 """Losing libvirtd in the middle of an apply: a clear message, no traceback, nothing more
-attempted, and a re-run that converges.
+attempted, and a re-run that converges. And its opposite: a failed system call in libvirtd
+is not a lost connection.
 
 libvirtd itself is shared and must keep running, so the test talks to it through a small
 unix-socket relay of its own and cuts that: to reconcile it is the daemon going away.
@@ -109,3 +110,29 @@ def test_connection_lost_mid_apply_then_rerun_converges(lab, tmp_path):
     assert lab.domain_names() == set(names)
     assert all(lab.conn.lookupByName(n).isActive() for n in names)
     lab.cli("plan", "--detailed-exitcode", check=0)
+
+
+def test_a_failed_system_call_in_libvirtd_fails_only_its_action(lab, tmp_path):
+    """libvirtd reports a failed system call as a "system error", the code it also uses for a
+    broken socket. Here one pool cannot be built (its path runs through a file): that action
+    fails with libvirt's words, the domain beside it is still defined, and nothing claims
+    the connection was lost."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    lab.spec("blocked.yaml", f"""
+        pools:
+          - name: {lab.name}-blocked
+            path: {blocker}/pool
+        domains:
+          - name: {lab.dom("beside")}
+            type: {DOMAIN_TYPE}
+            memory: 64MiB
+            state: stopped
+        """)
+    done = lab.cli("apply", "--parallel", "1")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert f"create pool {lab.name}-blocked: failed" in done.stdout
+    assert "Not a directory" in done.stdout
+    assert "lost the connection" not in done.stdout + done.stderr
+    assert "skipped" not in done.stdout.replace("0 skipped", "")
+    assert lab.dom("beside") in lab.domain_names()

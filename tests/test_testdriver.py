@@ -6,15 +6,19 @@ a second plan is empty. libvirt's real defaults are only checked on the real dae
 
 from __future__ import annotations
 
+import errno
+import json
+
+import jsonschema
 import libvirt
 import pytest
 
-from reconcile import planner, specs
+from reconcile import executor, planner, render, specs
 from reconcile.executor import execute
-from reconcile.libvirt_host import LibvirtHost
+from reconcile.libvirt_host import LibvirtHost, translate
 from reconcile.model import ActionKind, Status
 
-from .conftest import write
+from .conftest import REPO, write
 
 URI = "test:///default"
 
@@ -165,3 +169,95 @@ def test_a_plan_looks_only_at_its_own_domains(host, tmp_path):
     assert names(project="td", live={"td-web01"}) == {"td-web01", "td-idle"}
     assert names(project="td", live={"test"}) == {"td-web01", "td-idle", "test"}  # named: unmanaged (exists)
     assert names(project="td-other", live=set()) == {"td-else", "td-quiet"}
+
+
+def system_error(number: int, message: str) -> libvirt.libvirtError:
+    """What libvirtd sends when one of its system calls fails: the errno travels as int1."""
+    exc = libvirt.libvirtError(message)
+    exc.err = (libvirt.VIR_ERR_SYSTEM_ERROR, libvirt.VIR_FROM_CGROUP, message, libvirt.VIR_ERR_ERROR,
+               None, None, None, number, 0)
+    return exc
+
+
+class Failing:
+    """The host, except that its `method` fails `times` times with `exc` first."""
+
+    def __init__(self, host, method: str, exc: libvirt.libvirtError, times: int):
+        self.host, self.method, self.exc, self.left = host, method, exc, times
+
+    def __getattr__(self, name):
+        call = getattr(self.host, name)
+        if name != self.method:
+            return call
+
+        def failing(*args, **kwargs):
+            if self.left:
+                self.left -= 1
+                raise translate(self.exc, f"{name} {args[0]}")
+            return call(*args, **kwargs)
+        return failing
+
+
+EAGAIN_BPF = "failed to load cgroup BPF prog: Resource temporarily unavailable"
+
+
+def plan_for(host, tmp_path):
+    write(tmp_path / "a.yaml", SPEC)
+    desired = specs.load([str(tmp_path)])
+    return planner.plan(desired, host.observe(pools={"default-pool"}, volumes=set()))
+
+
+def test_a_temporary_failure_is_tried_again(host, tmp_path, monkeypatch):
+    """libvirtd answering EAGAIN (seen when starting a domain while others were torn down)
+    is not the end of the action: it is tried again and the result says so."""
+    monkeypatch.setattr(executor, "RETRY_PAUSES", (0.01, 0.01))
+    flaky = Failing(host, "start_domain", system_error(errno.EAGAIN, EAGAIN_BPF), times=2)
+    result = execute(plan_for(host, tmp_path), flaky)
+    start = next(r for r in result.results if (r.action.kind, r.action.name) == (ActionKind.START, "td-web01"))
+    assert start.status is Status.APPLIED, start
+    assert start.attempts == 3
+    assert "after 2 temporary failures" in start.message and EAGAIN_BPF in start.message
+    assert result.ok and not result.connection_lost
+    assert libvirt.open(URI).lookupByName("td-web01").isActive()
+    doc = render.apply_json(result)
+    jsonschema.validate(doc, json.loads((REPO / "schemas" / "plan.schema.json").read_text()))
+    assert [r["attempts"] for r in doc["results"] if "attempts" in r] == [3]
+
+
+def test_a_failure_that_stays_temporary_fails_alone(host, tmp_path, monkeypatch):
+    monkeypatch.setattr(executor, "RETRY_PAUSES", (0.01, 0.01))
+    flaky = Failing(host, "start_domain", system_error(errno.EAGAIN, EAGAIN_BPF), times=10)
+    result = execute(plan_for(host, tmp_path), flaky)
+    by = {(r.action.kind, r.action.name): r for r in result.results}
+    start = by[(ActionKind.START, "td-web01")]
+    assert start.status is Status.FAILED and start.attempts == 3
+    assert start.message == f"start_domain td-web01: {EAGAIN_BPF} (tried 3 times; the host called it temporary)"
+    assert flaky.left == 7
+    assert by[(ActionKind.CREATE, "td-idle")].status is Status.APPLIED
+    assert not result.connection_lost
+
+
+@pytest.mark.parametrize("number, kind", [(errno.ENOSPC, "host error"), (errno.EACCES, "permission denied")])
+def test_a_system_error_on_the_host_is_not_a_lost_connection(host, tmp_path, number, kind):
+    """A failed system call in libvirtd fails its action once, and the rest of the apply
+    goes on: before, any system error counted as a lost connection and skipped the rest."""
+    flaky = Failing(host, "start_domain", system_error(number, "cannot do it: " + errno.errorcode[number]), times=1)
+    result = execute(plan_for(host, tmp_path), flaky, parallel=1)
+    by = {(r.action.kind, r.action.name): r for r in result.results}
+    start = by[(ActionKind.START, "td-web01")]
+    assert (start.status, start.error, start.attempts) == (Status.FAILED, kind, 1)
+    assert not result.connection_lost
+    assert all(r.status is Status.APPLIED for r in result.results if r is not start), result.results
+
+
+def test_a_broken_connection_skips_what_was_not_attempted(host, tmp_path):
+    exc = libvirt.libvirtError("Cannot recv data: Connection reset by peer")
+    exc.err = (libvirt.VIR_ERR_SYSTEM_ERROR, libvirt.VIR_FROM_RPC, str(exc), libvirt.VIR_ERR_ERROR,
+               None, None, None, errno.ECONNRESET, 0)
+    result = execute(plan_for(host, tmp_path), Failing(host, "define_domain", exc, times=1), parallel=1)
+    first, *rest = result.results  # the plan's first action, and so the first one run
+    assert (first.action.kind, first.status) == (ActionKind.CREATE, Status.FAILED)
+    assert "lost the connection to libvirtd" in first.message and first.error == "host unavailable"
+    assert result.connection_lost
+    assert rest and all(r.status is Status.SKIPPED for r in rest), rest
+    assert any(r.message == "not attempted: the connection to the host was lost" for r in rest)
