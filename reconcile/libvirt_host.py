@@ -154,13 +154,14 @@ class LibvirtHost:
             return self._conn
 
     def _cannot_connect(self, exc: libvirt.libvirtError) -> HostError:
-        err = translate(exc, f"connect to {self.uri}")
-        if isinstance(err, PermissionDenied):
-            err = PermissionDenied(f"{exc.get_error_message()} (connect as root, or as a member of the group "
-                                   "that owns libvirtd's socket, often `libvirt`)", f"connect to {self.uri}")
+        subject, message = f"connect to {self.uri}", exc.get_error_message()
+        refused = (exc.get_error_code() == libvirt.VIR_ERR_SYSTEM_ERROR and exc.get_int1() in _PERMISSION_ERRNOS
+                   or isinstance(translate(exc), PermissionDenied))  # the socket's mode, or polkit
+        if refused:
+            err: HostError = PermissionDenied(f"{message} (connect as root, or as a member of the group that "
+                                              "owns libvirtd's socket, often `libvirt`)", subject)
         else:
-            err = HostUnavailable(f"{exc.get_error_message()} (is libvirtd running? `scripts/bootstrap` starts it)",
-                                  f"connect to {self.uri}")
+            err = HostUnavailable(f"{message} (is libvirtd running? `scripts/bootstrap` starts it)", subject)
         err.__cause__ = exc
         return err
 
