@@ -243,17 +243,15 @@ def execute(plan: Plan, host: Host, parallel: int = DEFAULT_PARALLEL, force: boo
         while True:
             try:
                 status, message, outcome = run_action(host, action, force)
-            except HostError as exc:
-                if exc.transient and len(temporary) < len(RETRY_PAUSES):
+            except ReconcileError as exc:
+                if isinstance(exc, HostError) and exc.transient and len(temporary) < len(RETRY_PAUSES):
                     time.sleep(RETRY_PAUSES[len(temporary)])
                     temporary.append(str(exc))
                     continue
                 note = f" (tried {len(temporary) + 1} times; the host called it temporary)" if temporary else ""
-                return ActionResult(action, Status.FAILED, f"{exc}{note}", t0, time.time(), error=exc.kind,
-                                    attempts=len(temporary) + 1, connection_lost=isinstance(exc, ConnectionLost))
-            except ReconcileError as exc:
-                return ActionResult(action, Status.FAILED, str(exc), t0, time.time(),
-                                    error=getattr(exc, "kind", "error"), attempts=len(temporary) + 1)
+                return ActionResult(action, Status.FAILED, f"{exc}{note}", t0, time.time(),
+                                    error=getattr(exc, "kind", "error"), attempts=len(temporary) + 1,
+                                    connection_lost=isinstance(exc, ConnectionLost))
             break
         if temporary:
             retried = f"after {len(temporary)} temporary failure{'s' if len(temporary) > 1 else ''}: {temporary[-1]}"

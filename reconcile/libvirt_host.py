@@ -35,7 +35,9 @@ _NOT_FOUND = {libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_ERR_NO_STORAGE_POOL, libvir
               libvirt.VIR_ERR_NO_NETWORK}
 _CONFLICT = {libvirt.VIR_ERR_OPERATION_INVALID, libvirt.VIR_ERR_DOM_EXIST, libvirt.VIR_ERR_STORAGE_VOL_EXIST,
              libvirt.VIR_ERR_STORAGE_POOL_BUILT, libvirt.VIR_ERR_OPERATION_FAILED}
-_UNAVAILABLE = {libvirt.VIR_ERR_NO_CONNECT, libvirt.VIR_ERR_RPC, libvirt.VIR_ERR_INVALID_CONN}
+# The connection itself failed ("client socket is closed", "Cannot recv data"): from the
+# RPC layer whatever the code, or one of these codes.
+_CONNECTION = {libvirt.VIR_ERR_NO_CONNECT, libvirt.VIR_ERR_RPC, libvirt.VIR_ERR_INVALID_CONN}
 _PERMISSION = {libvirt.VIR_ERR_AUTH_FAILED, libvirt.VIR_ERR_OPERATION_DENIED, libvirt.VIR_ERR_AUTH_CANCELLED,
                libvirt.VIR_ERR_ACCESS_DENIED}
 _INVALID = {libvirt.VIR_ERR_XML_ERROR, libvirt.VIR_ERR_CONFIG_UNSUPPORTED, libvirt.VIR_ERR_INVALID_ARG,
@@ -63,9 +65,7 @@ def translate(exc: libvirt.libvirtError, subject: str = "") -> HostError:
     code = exc.get_error_code()
     message = exc.get_error_message() or str(exc)
     transient = False
-    if exc.get_error_domain() == libvirt.VIR_FROM_RPC or code in (libvirt.VIR_ERR_NO_CONNECT, libvirt.VIR_ERR_INVALID_CONN):
-        # The connection itself failed ("client socket is closed", "Cannot recv data"):
-        # whatever the code says, the host is what is unavailable.
+    if exc.get_error_domain() == libvirt.VIR_FROM_RPC or code in _CONNECTION:
         cls: type[HostError] = ConnectionLost
         message = f"lost the connection to libvirtd ({message})"
     elif code == libvirt.VIR_ERR_SYSTEM_ERROR:
@@ -77,8 +77,6 @@ def translate(exc: libvirt.libvirtError, subject: str = "") -> HostError:
         cls = NotFound
     elif code in _PERMISSION:
         cls = PermissionDenied
-    elif code in _UNAVAILABLE:
-        cls = HostUnavailable
     elif code in _CONFLICT:
         cls = Conflict
     elif code in _INVALID:
@@ -248,21 +246,18 @@ class LibvirtHost:
         for pool in all_pools:
             name = pool.name()
             xml = pool_results.get(("xml", name), "")
-            if isinstance(xml, libvirt.libvirtError):
-                if xml.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_POOL:
-                    continue  # undefined while we looked
-                raise translate(xml, f"read pool {name}") from xml
+            if _gone(xml, (libvirt.VIR_ERR_NO_STORAGE_POOL,), f"read pool {name}"):
+                continue
             path = ET.fromstring(xml).findtext("target/path", "") if xml else ""
             observed_pools[name] = ObservedPool(name, name in active_pools, path)
         vol_objects: dict[tuple[str, str], libvirt.virStorageVol] = {}
         for (what, name), vols in pool_results.items():
             if what != "volumes":
                 continue
-            if isinstance(vols, libvirt.libvirtError):
-                # removed or stopped while we looked: it has no volumes to report
-                if vols.get_error_code() in (libvirt.VIR_ERR_NO_STORAGE_POOL, libvirt.VIR_ERR_OPERATION_INVALID):
-                    continue
-                raise translate(vols, f"list volumes of pool {name}") from vols
+            # removed or stopped while we looked: it has no volumes to report
+            if _gone(vols, (libvirt.VIR_ERR_NO_STORAGE_POOL, libvirt.VIR_ERR_OPERATION_INVALID),
+                     f"list volumes of pool {name}"):
+                continue
             vol_objects.update(((name, v.name()), v) for v in vols if every or (name, v.name()) in wanted)
 
         # Round three: one XML per domain, running domain of interest, volume of interest and
@@ -279,10 +274,8 @@ class LibvirtHost:
         observed_volumes: dict[tuple[str, str], ObservedVolume] = {}
         for key in vol_objects:
             xml = xml_of[("volume", key)]
-            if isinstance(xml, libvirt.libvirtError):
-                if xml.get_error_code() not in (libvirt.VIR_ERR_NO_STORAGE_VOL, libvirt.VIR_ERR_NO_STORAGE_POOL):
-                    raise translate(xml, f"read volume {key[0]}/{key[1]}") from xml
-                continue  # deleted while we looked
+            if _gone(xml, _VOLUME_GONE, f"read volume {key[0]}/{key[1]}"):
+                continue
             observed_volumes[key] = _volume(key[0], key[1], xml)
 
         # Seeds and images: a few KiB each, read one by one (streams, and rare).
@@ -299,8 +292,7 @@ class LibvirtHost:
                     content = "qcow2" if head == QCOW2_MAGIC else "raw"
                     observed_volumes[key] = dataclasses.replace(observed_volumes[key], content_format=content)
             except libvirt.libvirtError as exc:
-                if exc.get_error_code() not in (libvirt.VIR_ERR_NO_STORAGE_VOL, libvirt.VIR_ERR_NO_STORAGE_POOL):
-                    raise translate(exc, f"read volume {key[0]}/{key[1]}") from exc
+                _gone(exc, _VOLUME_GONE, f"read volume {key[0]}/{key[1]}")
                 observed_volumes.pop(key, None)
                 observed_seeds.pop(key, None)
 
@@ -310,10 +302,8 @@ class LibvirtHost:
         for dom in all_domains:
             name = dom.name()
             xml = xml_of[("domain", name)]
-            if isinstance(xml, libvirt.libvirtError):
-                if xml.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-                    continue  # undefined between the listing and the read
-                raise translate(xml, f"read domain {name}") from xml
+            if _gone(xml, (libvirt.VIR_ERR_NO_DOMAIN,), f"read domain {name}"):
+                continue
             if scoped and name not in live_wanted and domxml.NAMESPACE not in xml:
                 continue  # neither named nor managed by anyone
             root = ET.fromstring(xml)
@@ -324,10 +314,8 @@ class LibvirtHost:
             essence["autostart"] = name in autostart
             live_essence = None
             running = xml_of.get(("live", name))
-            if isinstance(running, libvirt.libvirtError):
-                if running.get_error_code() not in (libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_ERR_OPERATION_INVALID):
-                    raise translate(running, f"read domain {name}") from running
-            elif running is not None:
+            stopped = (libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_ERR_OPERATION_INVALID)
+            if running is not None and not _gone(running, stopped, f"read domain {name}"):
                 # The running domain's own XML: a deferred change shows as config != live.
                 live_essence = domxml.essence_of_element(ET.fromstring(running), by_path)
                 live_essence["autostart"] = essence["autostart"]
@@ -341,10 +329,8 @@ class LibvirtHost:
         for net in all_nets:
             name = net.name()
             xml = xml_of[("network", name)]
-            if isinstance(xml, libvirt.libvirtError):
-                if xml.get_error_code() == libvirt.VIR_ERR_NO_NETWORK:
-                    continue  # undefined while we looked
-                raise translate(xml, f"read network {name}") from xml
+            if _gone(xml, (libvirt.VIR_ERR_NO_NETWORK,), f"read network {name}"):
+                continue
             observed_networks[name] = ObservedNetwork(name, name in active_nets, name in autostart_nets,
                                                       netxml.essence_of(xml), netxml.owner_project(xml))
 
@@ -835,6 +821,7 @@ class LibvirtHost:
 # more threads only queue there, and each costs a tenth of a millisecond to start.
 _READERS = 5
 _FEW = 8  # a round of fewer calls is read one by one
+_VOLUME_GONE = (libvirt.VIR_ERR_NO_STORAGE_VOL, libvirt.VIR_ERR_NO_STORAGE_POOL)  # deleted while we looked
 
 
 def _values(results: dict[Any, Any]) -> dict[Any, Any]:
@@ -843,6 +830,17 @@ def _values(results: dict[Any, Any]) -> dict[Any, Any]:
         if isinstance(r, libvirt.libvirtError):
             raise r
     return results
+
+
+def _gone(result: Any, codes: tuple[int, ...], subject: str) -> bool:
+    """Whether a result of `_reads` says that what was read went away while we looked (it
+    was listed, then undefined or stopped: an error with one of `codes`). Any other error
+    is raised as ours, naming `subject`."""
+    if not isinstance(result, libvirt.libvirtError):
+        return False
+    if result.get_error_code() in codes:
+        return True
+    raise translate(result, subject) from result
 
 
 def _interleave(few: list, many: list) -> Iterator:
