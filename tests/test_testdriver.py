@@ -16,6 +16,7 @@ import pytest
 from reconcile import executor, planner, render, specs
 from reconcile.executor import execute
 from reconcile.libvirt_host import LibvirtHost, translate
+from reconcile.errors import Conflict
 from reconcile.model import ActionKind, Status
 
 from .conftest import REPO, write
@@ -63,6 +64,25 @@ SPEC = """
         memory: 128MiB
         state: stopped
     """
+
+
+class Failing:
+    """The host, except that its `method` raises `exc` the first `times` times."""
+
+    def __init__(self, host, method: str, exc: Exception, times: int):
+        self.host, self.method, self.exc, self.left = host, method, exc, times
+
+    def __getattr__(self, name):
+        call = getattr(self.host, name)
+        if name != self.method:
+            return call
+
+        def failing(*args, **kwargs):
+            if self.left:
+                self.left -= 1
+                raise self.exc
+            return call(*args, **kwargs)
+        return failing
 
 
 def test_apply_then_nothing_to_do(host, tmp_path):
@@ -120,15 +140,8 @@ def test_failure_skips_dependents_and_others_finish(host, tmp_path):
     desired = specs.load([str(tmp_path)])
     observed = host.observe(pools={"default-pool"}, volumes=set())
 
-    class Failing:
-        def __getattr__(self, name):
-            return getattr(host, name)
-
-        def create_volume(self, *a):
-            from reconcile.errors import Conflict
-            raise Conflict("disk full", "create volume")
-
-    result = execute(planner.plan(desired, observed), Failing())
+    failing = Failing(host, "create_volume", Conflict("disk full", "create volume"), times=1)
+    result = execute(planner.plan(desired, observed), failing)
     by = {(r.action.kind, r.action.name): r for r in result.results}
     assert by[(ActionKind.CREATE, "default-pool/td-web01-vda.qcow2")].status is Status.FAILED
     assert by[(ActionKind.START, "td-web01")].status is Status.SKIPPED
@@ -179,26 +192,8 @@ def system_error(number: int, message: str) -> libvirt.libvirtError:
     return exc
 
 
-class Failing:
-    """The host, except that its `method` fails `times` times with `exc` first."""
-
-    def __init__(self, host, method: str, exc: libvirt.libvirtError, times: int):
-        self.host, self.method, self.exc, self.left = host, method, exc, times
-
-    def __getattr__(self, name):
-        call = getattr(self.host, name)
-        if name != self.method:
-            return call
-
-        def failing(*args, **kwargs):
-            if self.left:
-                self.left -= 1
-                raise translate(self.exc, f"{name} {args[0]}")
-            return call(*args, **kwargs)
-        return failing
-
-
 EAGAIN_BPF = "failed to load cgroup BPF prog: Resource temporarily unavailable"
+START = "start domain td-web01"
 
 
 def plan_for(host, tmp_path):
@@ -211,7 +206,7 @@ def test_a_temporary_failure_is_tried_again(host, tmp_path, monkeypatch):
     """libvirtd answering EAGAIN (seen when starting a domain while others were torn down)
     is not the end of the action: it is tried again and the result says so."""
     monkeypatch.setattr(executor, "RETRY_PAUSES", (0.01, 0.01))
-    flaky = Failing(host, "start_domain", system_error(errno.EAGAIN, EAGAIN_BPF), times=2)
+    flaky = Failing(host, "start_domain", translate(system_error(errno.EAGAIN, EAGAIN_BPF), START), times=2)
     result = execute(plan_for(host, tmp_path), flaky)
     start = next(r for r in result.results if (r.action.kind, r.action.name) == (ActionKind.START, "td-web01"))
     assert start.status is Status.APPLIED, start
@@ -226,12 +221,12 @@ def test_a_temporary_failure_is_tried_again(host, tmp_path, monkeypatch):
 
 def test_a_failure_that_stays_temporary_fails_alone(host, tmp_path, monkeypatch):
     monkeypatch.setattr(executor, "RETRY_PAUSES", (0.01, 0.01))
-    flaky = Failing(host, "start_domain", system_error(errno.EAGAIN, EAGAIN_BPF), times=10)
+    flaky = Failing(host, "start_domain", translate(system_error(errno.EAGAIN, EAGAIN_BPF), START), times=10)
     result = execute(plan_for(host, tmp_path), flaky)
     by = {(r.action.kind, r.action.name): r for r in result.results}
     start = by[(ActionKind.START, "td-web01")]
     assert start.status is Status.FAILED and start.attempts == 3
-    assert start.message == f"start_domain td-web01: {EAGAIN_BPF} (tried 3 times; the host called it temporary)"
+    assert start.message == f"{START}: {EAGAIN_BPF} (tried 3 times; the host called it temporary)"
     assert flaky.left == 7
     assert by[(ActionKind.CREATE, "td-idle")].status is Status.APPLIED
     assert not result.connection_lost
@@ -241,7 +236,8 @@ def test_a_failure_that_stays_temporary_fails_alone(host, tmp_path, monkeypatch)
 def test_a_system_error_on_the_host_is_not_a_lost_connection(host, tmp_path, number, kind):
     """A failed system call in libvirtd fails its action once, and the rest of the apply
     goes on: before, any system error counted as a lost connection and skipped the rest."""
-    flaky = Failing(host, "start_domain", system_error(number, "cannot do it: " + errno.errorcode[number]), times=1)
+    flaky = Failing(host, "start_domain", translate(system_error(number, "cannot: " + errno.errorcode[number]), START),
+                     times=1)
     result = execute(plan_for(host, tmp_path), flaky, parallel=1)
     by = {(r.action.kind, r.action.name): r for r in result.results}
     start = by[(ActionKind.START, "td-web01")]
@@ -254,7 +250,8 @@ def test_a_broken_connection_skips_what_was_not_attempted(host, tmp_path):
     exc = libvirt.libvirtError("Cannot recv data: Connection reset by peer")
     exc.err = (libvirt.VIR_ERR_SYSTEM_ERROR, libvirt.VIR_FROM_RPC, str(exc), libvirt.VIR_ERR_ERROR,
                None, None, None, errno.ECONNRESET, 0)
-    result = execute(plan_for(host, tmp_path), Failing(host, "define_domain", exc, times=1), parallel=1)
+    broken = Failing(host, "define_domain", translate(exc, "define domain td-idle"), times=1)
+    result = execute(plan_for(host, tmp_path), broken, parallel=1)
     first, *rest = result.results  # the plan's first action, and so the first one run
     assert (first.action.kind, first.status) == (ActionKind.CREATE, Status.FAILED)
     assert "lost the connection to libvirtd" in first.message and first.error == "host unavailable"
