@@ -30,7 +30,7 @@ URI = "qemu:///system"
 def observe_and_plan(host: LibvirtHost, spec_dir: Path):
     desired = specs.load([str(spec_dir)])
     observed = host.observe(pools=desired.pools_of_interest(), volumes=desired.volumes_of_interest(),
-                            seeds=desired.seeds_of_interest(), images=desired.images_of_interest())
+                            seeds=desired.seeds_of_interest(), heads=desired.heads_of_interest())
     return planner.plan(desired, observed)
 
 

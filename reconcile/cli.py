@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import gc
 import json
+import math
 import os
 import sys
 import threading
@@ -21,7 +22,7 @@ from collections.abc import Iterator, Sequence
 from . import render, specs
 from .errors import ReconcileError, SpecError
 from .executor import DEFAULT_PARALLEL, execute
-from .lock import DEFAULT_LOCK_TIMEOUT, RunLock
+from .lock import DEFAULT_LOCK_TIMEOUT, RunLock, clear_stale
 from .model import Action, ActionResult, Plan
 from .planner import Options, plan_destroy
 from .planner import plan as make_plan
@@ -44,18 +45,43 @@ COMMANDS = {
 }
 
 
+class UsageError(ReconcileError):
+    """The command line itself is wrong (an unknown option, a bad value)."""
+
+    kind = "usage"
+
+    def __init__(self, message: str, usage: str):
+        super().__init__(message)
+        self.usage = usage
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error exits 1 like every other error (2 is what `plan
+    --detailed-exitcode` says for pending changes), and an option is only ever its whole
+    name, so a new option never changes what an abbreviation meant."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str):  # type: ignore[override]
+        raise UsageError(message, self.format_usage())
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The parser; with `only`, just that command's (building them all is a millisecond
     that every run would pay; the list of commands shows in `reconcile --help`, which
     builds them all)."""
-    parser = argparse.ArgumentParser(prog="reconcile", description="Make a libvirt host match a directory of YAML specs.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser = _Parser(prog="reconcile", description="Make a libvirt host match a directory of YAML specs.")
+    parser.add_argument("--version", action="version", version=f"reconcile {version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
     built: dict[str, argparse.ArgumentParser] = {}
     for name, text in COMMANDS.items():
         if only is None or name == only:
             built[name] = sub.add_parser(name, help=text)
             if name not in ("export", "schema"):
                 _common_options(built[name])
+    parser.set_defaults(subparsers=built)
 
     p, a, d, e = (built.get(n) for n in ("plan", "apply", "destroy", "export"))
     if p:
@@ -65,6 +91,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         a.add_argument("--prune", action="store_true", help="remove managed domains of this project that no spec mentions")
         a.add_argument("--dry-run", action="store_true", help="plan only; change nothing")
     for sp in filter(None, (p, a)):
+        sp.add_argument("--prune-all", action="store_true",
+                        help="with --prune: also prune domains made from files this run was not given, even if "
+                             "that removes every domain of the project")
         sp.add_argument("--restart", action="store_true",
                         help="restart running domains whose changes need it, whatever their on_change says")
         sp.add_argument("--adopt", action="store_true",
@@ -76,7 +105,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     for sp in filter(None, (a, d)):
         sp.add_argument("--parallel", type=_positive, default=DEFAULT_PARALLEL, metavar="N",
                         help=f"actions at once (default: {DEFAULT_PARALLEL})")
-        sp.add_argument("--lock-timeout", type=float, default=DEFAULT_LOCK_TIMEOUT, metavar="SECONDS",
+        sp.add_argument("--lock-timeout", type=_seconds, default=DEFAULT_LOCK_TIMEOUT, metavar="SECONDS",
                         help=f"how long to wait for another run of the project on this host (default: {DEFAULT_LOCK_TIMEOUT:g})")
         sp.add_argument("--break-lock", action="store_true",
                         help="remove the project's lock on the host even if its holder may still run")
@@ -84,8 +113,14 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         e.add_argument("-c", "--connect", metavar="URI", help="libvirt URI (default: $LIBVIRT_DEFAULT_URI, else qemu:///system)")
         e.add_argument("--project", help="project to write into the spec (default: none, the directory name applies)")
         e.add_argument("-v", "--verbose", action="store_true", help="show tracebacks of errors")
+        e.add_argument("-o", "--output", choices=("text", "json"), default="text",
+                       help="text: the spec as YAML (default); json: the same spec as JSON")
         e.add_argument("names", nargs="+", metavar="DOMAIN", help="names of domains on the host")
-        e.set_defaults(output="text", quiet=False)
+        e.set_defaults(quiet=False)
+    if built.get("schema"):
+        built["schema"].add_argument("-o", "--output", choices=("text", "json"), default="json",
+                                     help="the schema is JSON either way; accepted like every command's")
+        built["schema"].set_defaults(quiet=False, verbose=False)
     return parser
 
 
@@ -99,10 +134,44 @@ def _common_options(p: argparse.ArgumentParser) -> None:
 
 
 def _positive(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number; expected 1 or more") from None
     if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
+        raise argparse.ArgumentTypeError(f"{text!r}: expected 1 or more")
     return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a finite number of seconds, 0 or more")
+    return value
+
+
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("reconcile")
+    except PackageNotFoundError:
+        return "(not installed)"
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    """Parse the command line; what a command does not know is reported with that command's
+    usage, not the top-level one."""
+    parser = build_parser(argv[0] if argv and argv[0] in COMMANDS else None)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        sub = args.subparsers.get(args.command, parser)
+        sub.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
 
 
 class Console:
@@ -203,7 +272,14 @@ def _terminal_width() -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser(argv[0] if argv and argv[0] in COMMANDS else None).parse_args(argv)
+    try:
+        args = parse(argv)
+    except UsageError as exc:
+        if _wants_json(argv):
+            print(render.dumps(render.error_json(argv[0] if argv else "", exc.kind, str(exc))), flush=True)
+        else:
+            print(f"{exc.usage}reconcile: error: {exc}", file=sys.stderr, flush=True)
+        return EXIT_ERROR
     if args.command == "schema":
         print(json.dumps(specs.load_schema(), indent=2, ensure_ascii=False), flush=True)
         return EXIT_OK
@@ -222,15 +298,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ReconcileError as exc:
         if args.verbose:
             traceback.print_exc()
+        if console.json:
+            console.out(render.dumps(render.error_json(args.command, getattr(exc, "kind", "error"), str(exc))))
         console.err(f"error: {exc}")
         return EXIT_ERROR
     except KeyboardInterrupt:
+        if console.json:
+            console.out(render.dumps(render.error_json(args.command, "interrupted", "interrupted")))
         console.err("interrupted; run the same command again to converge")
         return 130
-    except Exception:  # a bug: say so, with everything needed to report it
+    except Exception as exc:  # a bug: say so, with everything needed to report it
         traceback.print_exc()
+        if console.json:
+            console.out(render.dumps(render.error_json(args.command, "internal error", repr(exc))))
         console.err("internal error: this is a bug in reconcile; please report it with the traceback above")
         return EXIT_ERROR
+
+
+def _wants_json(argv: list[str]) -> bool:
+    """Whether a command line that did not parse asked for JSON: then the error is JSON too."""
+    for i, arg in enumerate(argv):
+        if arg in ("-o", "--output") and argv[i + 1:i + 2] == ["json"]:
+            return True
+        if arg in ("-ojson", "--output=json"):
+            return True
+    return False
 
 
 @contextlib.contextmanager
@@ -280,6 +372,9 @@ def validate(desired, console: Console) -> int:
 
 def act(args: argparse.Namespace, desired, host, console: Console) -> int:
     acting = args.command == "destroy" or (args.command == "apply" and not args.dry_run)
+    removed = clear_stale(host, desired.project)
+    if removed:
+        console.note(removed)
     if not acting:
         the_plan = make_plan_for(args, desired, host)
         show_plan(the_plan, console)
@@ -304,14 +399,15 @@ def act(args: argparse.Namespace, desired, host, console: Console) -> int:
 
 def make_plan_for(args: argparse.Namespace, desired, host) -> Plan:
     observed = host.observe(pools=desired.pools_of_interest(), volumes=desired.volumes_of_interest(),
-                            seeds=desired.seeds_of_interest(), images=desired.images_of_interest(),
+                            seeds=desired.seeds_of_interest(), heads=desired.heads_of_interest(),
                             live={d.name for d in desired.domains},
                             machines=any(d.machine for d in desired.domains),
                             networks=desired.networks_of_interest(), project=desired.project)
     if args.command == "destroy":
         return plan_destroy(desired, observed)
     return make_plan(desired, observed, options=Options(
-        prune=args.prune, restart=args.restart, adopt=args.adopt, allow_recreate=args.allow_recreate))
+        prune=args.prune, restart=args.restart, adopt=args.adopt, allow_recreate=args.allow_recreate,
+        prune_all=args.prune_all))
 
 
 def show_plan(the_plan: Plan, console: Console) -> None:
@@ -343,10 +439,25 @@ def apply(the_plan: Plan, host, args: argparse.Namespace, console: Console) -> i
             console.err(f"refused: {note.resource.value} {note.name}: {note.message}")
         console.out(render.apply_recap(result))
     if result.connection_lost:
-        console.err(f"error: lost the connection to libvirtd at {host.uri} during {args.command}; the actions "
-                    "not attempted are listed as skipped. Nothing is left half-done that a re-run does not "
-                    "finish: run the same command again once libvirtd answers.")
+        console.err(lost_connection_message(result, host.uri, args.command))
     return EXIT_OK if result.ok else EXIT_ERROR
+
+
+def lost_connection_message(result, uri: str, command: str) -> str:
+    """What a run cut off from libvirtd did and did not do, counted from its results."""
+    cut = sum(1 for r in result.results if r.connection_lost)
+    skipped = sum(1 for r in result.results if r.status.value == "skipped")
+    parts = []
+    if cut:
+        parts.append(f"{cut} action{'s were' if cut != 1 else ' was'} under way when it broke and "
+                     f"{'are' if cut != 1 else 'is'} listed as failed, though libvirtd may have done "
+                     f"{'them' if cut != 1 else 'it'}")
+    if skipped:
+        parts.append(f"{skipped} not attempted {'are' if skipped != 1 else 'is'} listed as skipped")
+    done = "; ".join(parts) or "no action was affected"
+    return (f"error: lost the connection to libvirtd at {uri} during {command}: {done}. Every action re-checks "
+            "the host before it acts: run the same command again once libvirtd answers, and it finishes what is "
+            "left.")
 
 
 def export(args: argparse.Namespace, console: Console) -> int:
@@ -363,7 +474,7 @@ def export(args: argparse.Namespace, console: Console) -> int:
     if missing:
         raise ReconcileError(f"no domain named {', '.join(missing)} on {observed.uri}")
     doc = exporter.export(observed, args.names, project=args.project)
-    console.out(specs.dump(doc))
+    console.out(render.dumps(doc) if console.json else specs.dump(doc))
     return EXIT_OK
 
 

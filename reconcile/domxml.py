@@ -9,7 +9,9 @@ seclabels, expanded machine types) is ignored here or normalised by the planner.
 from __future__ import annotations
 
 import hashlib
+import html
 import json
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from typing import Any
@@ -42,6 +44,8 @@ def ownership_element(owner: Ownership) -> ET.Element:
         "spec": owner.spec_file,
         "hash": owner.spec_hash,
     })
+    if owner.stop_timeout is not None:
+        el.set("stop-timeout", format(owner.stop_timeout, "g"))
     for vol in owner.volumes:
         ET.SubElement(el, _Q + "volume", {"pool": vol.pool, "name": vol.name, "keep": "yes" if vol.keep else "no"})
     if owner.applied is not None:
@@ -288,8 +292,15 @@ def read_ownership(root: ET.Element) -> Ownership | None:
             applied = json.loads(text)
         except ValueError:
             applied = None  # edited by hand into nonsense: no drift can be told apart, nothing else breaks
+    try:
+        stop_timeout = float(el.get("stop-timeout", "")) if el.get("stop-timeout") else None
+    except ValueError:
+        stop_timeout = None  # edited by hand: the default applies
+    if stop_timeout is not None and not 0 <= stop_timeout < float("inf"):
+        stop_timeout = None
     return Ownership(
         project=el.get("project", ""),
+        stop_timeout=stop_timeout,
         spec_file=el.get("spec", ""),
         spec_hash=el.get("hash", ""),
         volumes=volumes,
@@ -414,6 +425,25 @@ def essence_of_element(root: ET.Element, volume_by_path: Mapping[str, tuple[str,
     }
 
 
+def with_applied_state(owner_xml: str, state: str) -> str | None:
+    """reconcile's metadata element (as libvirt returns it) with the applied state changed;
+    None when it records nothing applied (a domain of an older reconcile, or edited)."""
+    el = ET.fromstring(owner_xml)
+    # libvirt hands the element back without its namespace, and puts it back in on setting it
+    applied = el.find("applied") if el.find("applied") is not None else el.find(_Q + "applied")
+    if applied is None or not applied.text:
+        return None
+    try:
+        record = json.loads(applied.text)
+    except ValueError:
+        return None
+    if not isinstance(record, dict) or record.get("state") == state:
+        return None
+    record["state"] = state
+    applied.text = json.dumps(record, sort_keys=True, separators=(",", ":"))
+    return ET.tostring(el, encoding="unicode")
+
+
 def _owner_element(root: ET.Element) -> ET.Element | None:
     metadata = root.find("metadata")
     return metadata.find(_Q + "owner") if metadata is not None else None
@@ -423,3 +453,31 @@ def _seed_essence(root: ET.Element) -> dict[str, Any]:
     owner = _owner_element(root)
     seed = owner.find(_Q + "seed") if owner is not None else None
     return {"instance_id": seed.get("instance-id")} if seed is not None else {}
+
+
+_DISK = re.compile(r"<disk\b[^>]*\bdevice='disk'[^>]*>(.*?)</disk>", re.S)
+_SOURCE = re.compile(r"<source\b([^>]*)>")
+_ATTR = re.compile(r"(\w+)='([^']*)'")
+
+
+def disk_sources(xml: str) -> tuple[set[str], set[tuple[str, str]]]:
+    """The files and pool volumes a domain's disks (not cdroms) use, read from its XML text.
+
+    For the domains of other projects and unmanaged ones, whose XML is otherwise not parsed:
+    what matters of them is only whether they hold a disk reconcile would attach or delete.
+    A regular expression over libvirt's own output (single-quoted attributes) is a tenth of
+    the cost of parsing it.
+    """
+    files: set[str] = set()
+    volumes: set[tuple[str, str]] = set()
+    for disk in _DISK.finditer(xml):
+        for source in _SOURCE.finditer(disk.group(1)):
+            attrs = {k: html.unescape(v) for k, v in _ATTR.findall(source.group(1))}
+            if "file" in attrs:
+                files.add(attrs["file"])
+            elif "dev" in attrs:
+                files.add(attrs["dev"])
+            elif "pool" in attrs and "volume" in attrs:
+                volumes.add((attrs["pool"], attrs["volume"]))
+    return files, volumes
+

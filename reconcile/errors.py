@@ -11,6 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
+def shown_path(path: str) -> str:
+    """A file name as messages and JSON show it: bytes that are not UTF-8 as \\xNN escapes,
+    never lone surrogates (which no UTF-8 output can hold)."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 class ReconcileError(Exception):
     """An error we expect and can explain; the CLI prints it without a traceback."""
 
@@ -27,7 +33,8 @@ class Diagnostic:
     resource: str = ""
 
     def __str__(self) -> str:
-        where = f"{self.file}:{self.line}:{self.column}" if self.line else self.file
+        file = shown_path(self.file)
+        where = f"{file}:{self.line}:{self.column}" if self.line else file
         parts = [where]
         if self.resource:
             parts.append(f"resource {self.resource!r}")  # quoted, so a newline in a name stays visible

@@ -38,6 +38,7 @@ from typing import Protocol
 
 from . import seed, sources
 from .errors import ConnectionLost, HostError, ReconcileError
+from .imagehead import ImageHead
 from .model import DEFAULT_STOP_TIMEOUT, Action, ActionKind, ActionResult, ApplyResult, Plan, ResourceKind, Status
 
 # Most of an action's time is spent waiting for libvirtd and QEMU, not on our CPU, so more
@@ -54,12 +55,13 @@ class Host(Protocol):
     def define_domain(self, name: str, xml: str, autostart: bool) -> None: ...
     def domain_exists(self, name: str) -> bool: ...
     def start_domain(self, name: str) -> bool: ...
+    def record_state(self, name: str, state: str) -> None: ...
     def stop_domain(self, name: str, timeout: float, force: bool = False) -> str: ...
     def undefine_domain(self, name: str) -> bool: ...
     def apply_live(self, name: str, ops: list[tuple]) -> list[str]: ...
     def ensure_pool(self, name: str, path: str) -> bool: ...
     def ensure_network(self, name: str, xml: str) -> bool: ...
-    def volume_exists(self, pool_name: str, name: str) -> bool: ...
+    def read_head(self, pool_name: str, name: str) -> ImageHead | None: ...
     def create_volume(self, pool_name: str, name: str, capacity: int | None, fmt: str,
                       backing: dict | None = None) -> bool: ...
     def grow_volume(self, pool_name: str, name: str, capacity: int, domain: str | None = None,
@@ -140,6 +142,7 @@ def run_action(host: Host, action: Action, force: bool = False) -> tuple[Status,
         timeout = action.payload.get("stop_timeout")
         timeout = DEFAULT_STOP_TIMEOUT if timeout is None else timeout
         how = host.stop_domain(action.name, timeout, force)
+        host.record_state(action.name, "stopped")
         if how == "already stopped":
             return Status.UNCHANGED, how, how
         return Status.APPLIED, describe_stop(how, timeout, force), how
@@ -157,14 +160,18 @@ def _run(host: Host, action: Action) -> tuple[Status, str]:
         changed = host.ensure_network(action.name, p["xml"])
         return (Status.APPLIED, "") if changed else (Status.UNCHANGED, "already exists, active and autostarted")
     if res is ResourceKind.IMAGE:
-        if host.volume_exists(p["pool"], p["name"]):
+        head = host.read_head(p["pool"], p["name"])
+        if head is not None and not head.unfinished:
             return Status.UNCHANGED, "already imported"
+        if head is not None:  # reconcile's own marker: an import of ours that never finished
+            host.delete_volume(p["pool"], p["name"])
         with sources.ImageSource(p["source"], p.get("sha256")) as src:
             changed = host.upload_volume(p["pool"], p["name"], src, p["format"])
             size = src.done
         if not changed:
             return Status.UNCHANGED, "already imported"
-        return Status.APPLIED, f"{size} bytes" + (", sha256 verified" if p.get("sha256") else "")
+        redone = "; the unfinished earlier import was removed first" if head is not None else ""
+        return Status.APPLIED, f"{size} bytes" + (", sha256 verified" if p.get("sha256") else "") + redone
     if res is ResourceKind.VOLUME:
         op = p.get("op", "create")
         if op == "seed":
@@ -190,6 +197,7 @@ def _run(host: Host, action: Action) -> tuple[Status, str]:
             return Status.APPLIED, "; ".join(done)
         if kind is ActionKind.START:
             changed = host.start_domain(action.name)
+            host.record_state(action.name, "running")
             return (Status.APPLIED, "") if changed else (Status.UNCHANGED, "already running")
         if kind is ActionKind.DESTROY:
             changed = host.undefine_domain(action.name)
@@ -249,6 +257,10 @@ def execute(plan: Plan, host: Host, parallel: int = DEFAULT_PARALLEL, force: boo
                     temporary.append(str(exc))
                     continue
                 note = f" (tried {len(temporary) + 1} times; the host called it temporary)" if temporary else ""
+                if isinstance(exc, ConnectionLost):
+                    # libvirtd may have done it and lost only the answer (a start whose domain
+                    # runs): the outcome is not known, and the message must not claim one.
+                    note += "; the connection broke while this ran, so whether it took effect is unknown"
                 return ActionResult(action, Status.FAILED, f"{exc}{note}", t0, time.time(),
                                     error=getattr(exc, "kind", "error"), attempts=len(temporary) + 1,
                                     connection_lost=isinstance(exc, ConnectionLost))

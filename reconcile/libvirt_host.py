@@ -17,13 +17,14 @@ import io
 import itertools
 import threading
 import time
+import urllib.parse
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 import libvirt
 
-from . import domxml, netxml, seed
+from . import domxml, imagehead, netxml, seed
 from .errors import (Conflict, ConnectionLost, HostError, HostUnavailable, InvalidRequest, NotFound,
                      PermissionDenied)
 from .model import Observed, ObservedDomain, ObservedNetwork, ObservedPool, ObservedSeed, ObservedVolume
@@ -50,8 +51,6 @@ _TRANSIENT_ERRNOS = {errno.EAGAIN, errno.EINTR}
 _PERMISSION_ERRNOS = {errno.EACCES, errno.EPERM}
 
 _CHUNK = 256 * 1024
-QCOW2_MAGIC = b"QFI\xfb"
-HEAD_BYTES = 64 * 1024
 _LOCK_TAG = "{http://reconcile.dev/xmlns/lock/1}lock"
 ET.register_namespace("reconcile-lock", "http://reconcile.dev/xmlns/lock/1")
 
@@ -152,16 +151,41 @@ class LibvirtHost:
             return self._conn
 
     def _cannot_connect(self, exc: libvirt.libvirtError) -> HostError:
+        """Why the connection could not be opened, said as what fits the cause: a URI
+        libvirt does not take, a host that cannot be reached, a daemon that is not running
+        here, or access refused."""
         subject, message = f"connect to {self.uri}", exc.get_error_message()
+        parts = urllib.parse.urlsplit(self.uri)
+        remote = "+" in parts.scheme and not parts.scheme.endswith(("+unix", "+ext")) or bool(parts.hostname)
         refused = (exc.get_error_code() == libvirt.VIR_ERR_SYSTEM_ERROR and exc.get_int1() in _PERMISSION_ERRNOS
                    or isinstance(translate(exc), PermissionDenied))  # the socket's mode, or polkit
-        if refused:
-            err: HostError = PermissionDenied(f"{message} (connect as root, or as a member of the group that "
-                                              "owns libvirtd's socket, often `libvirt`)", subject)
+        err: HostError
+        if "://" not in self.uri or exc.get_error_code() in (libvirt.VIR_ERR_NO_CONNECT, libvirt.VIR_ERR_INTERNAL_ERROR,
+                                                             libvirt.VIR_ERR_INVALID_ARG):
+            err = InvalidRequest(f"{message} (libvirt does not take this URI; expected one such as qemu:///system, "
+                                 "qemu:///session or qemu+ssh://USER@HOST/system)", subject)
+        elif refused:
+            err = PermissionDenied(f"{message} (run as root, or as a member of the group that owns libvirtd's "
+                                   "socket, often `libvirt`, or allow the user in polkit for "
+                                   "org.libvirt.unix.manage)", subject)
+        elif remote:
+            where = parts.hostname or "the host"
+            extra = ", that sshd runs there and this user's key is accepted" if "ssh" in parts.scheme else ""
+            err = HostUnavailable(f"{message} (cannot reach libvirtd on {where}: check the host name, that the "
+                                  f"host is up and runs libvirtd{extra})", subject)
         else:
-            err = HostUnavailable(f"{message} (is libvirtd running? `scripts/bootstrap` starts it)", subject)
+            err = HostUnavailable(f"{message} (libvirtd does not answer on this machine: start it, e.g. "
+                                  "`systemctl start libvirtd`, or `libvirtd -d` where there is no systemd)", subject)
         err.__cause__ = exc
         return err
+
+    def reconnect(self) -> None:
+        """Drop a connection that broke; the next call opens a new one."""
+        with self._lock:
+            if self._conn is not None:
+                with contextlib.suppress(libvirt.libvirtError):
+                    self._conn.close()
+                self._conn = None
 
     def _reader_pool(self) -> cf.ThreadPoolExecutor:
         """The reader threads (see `_reads`); the caller holds `_lock`."""
@@ -186,7 +210,7 @@ class LibvirtHost:
 
     def observe(self, pools: Iterable[str] = (), volumes: Iterable[tuple[str, str]] | None = (),
                 live: Iterable[str] | None = None, seeds: Iterable[tuple[str, str]] = (),
-                images: Iterable[tuple[str, str]] = (), machines: bool = True,
+                heads: Iterable[tuple[str, str]] = (), machines: bool = True,
                 networks: Iterable[str] | None = None, project: str | None = None) -> Observed:
         """Read the host. `pools` and `volumes` name what the specs care about beyond domains.
 
@@ -194,8 +218,9 @@ class LibvirtHost:
         pool volume a disk's file is). `live` names the running domains whose live XML is read
         too (None: all of them), since only those the specs name can have pending changes.
         The content of the `seeds` volumes is read too (a few dozen KiB each), so a seed is
-        compared by its files, never rebuilt to find out, and the first bytes of `images`,
-        which tell the format from the content (libvirt's own idea of it lags an upload).
+        compared by its files, never rebuilt to find out, and the first bytes of `heads`
+        (images, overlays and their bases): what the image itself says of its format, size
+        and backing, since libvirt's own record of a volume lags what was written into it.
         `machines`: whether any spec names a machine type, whose aliases are then read.
         `networks` names the networks of interest (None: all of them). With `project` (and
         `live` not None), the domains observed are those in `live` and those the project
@@ -208,8 +233,8 @@ class LibvirtHost:
         """
         live_wanted = None if live is None else set(live)
         every = volumes is None
-        seeds, images = set(seeds), set(images)
-        wanted = set(volumes or ()) | seeds | images
+        seeds, heads = set(seeds), set(heads)
+        wanted = set(volumes or ()) | seeds | heads
         conn = self.conn
         listings: dict[str, tuple] = {
             "domains": (conn.listAllDomains, 0),
@@ -228,11 +253,18 @@ class LibvirtHost:
         with wrapped("read the host"):
             listed = _values(self._reads(listings))
         all_domains, all_pools = listed["domains"], listed["pools"]
+        # A pool or network of interest that is not there yet may be created: then the others'
+        # paths, addresses and bridges are read too, so that a clash is refused at plan time.
+        listed_nets = {n.name() for n in listed.get("networks", ())}
+        if nets_wanted and not nets_wanted <= listed_nets:
+            nets_wanted = None
         all_nets = [n for n in listed.get("networks", ()) if nets_wanted is None or n.name() in nets_wanted]
         active = {d.name() for d in listed["active"]}
         autostart = {d.name() for d in listed["autostart"]}
         active_pools = {p.name() for p in listed["active pools"]}
         wanted_pools = {p.name() for p in all_pools} if every else set(pools) | {p for p, _ in wanted}
+        if not wanted_pools <= {p.name() for p in all_pools}:
+            wanted_pools |= {p.name() for p in all_pools}
 
         # Round two: the path and the volumes of each pool of interest.
         pool_reads: dict[tuple[str, str], tuple] = {}
@@ -278,26 +310,32 @@ class LibvirtHost:
                 continue
             observed_volumes[key] = _volume(key[0], key[1], xml)
 
-        # Seeds and images: a few KiB each, read one by one (streams, and rare).
+        # Seeds (a few dozen KiB each) and image heads (a few KiB), through streams.
         observed_seeds: dict[tuple[str, str], ObservedSeed] = {}
-        for key in sorted((seeds | images) & set(observed_volumes)):
-            try:
-                if key in seeds:
-                    data = self._download(vol_objects[key], observed_volumes[key].capacity, seed.MAX_SEED_BYTES)
-                    files = seed.read_iso(data) if data is not None else None
-                    iid = seed.instance_id_of(files.get("meta-data", b"")) if files else None
-                    observed_seeds[key] = ObservedSeed(files, iid)
-                if key in images:
-                    head = self._download(vol_objects[key], 4, 4) if observed_volumes[key].capacity else b""
-                    content = "qcow2" if head == QCOW2_MAGIC else "raw"
-                    observed_volumes[key] = dataclasses.replace(observed_volumes[key], content_format=content)
-            except libvirt.libvirtError as exc:
-                _gone(exc, _VOLUME_GONE, f"read volume {key[0]}/{key[1]}")
+        present = set(observed_volumes)
+        streams = {("seed", key): (self._download, vol_objects[key], observed_volumes[key].capacity, seed.MAX_SEED_BYTES)
+                   for key in sorted(seeds & present)}
+        streams.update({("head", key): (self._download, vol_objects[key], imagehead.HEAD_BYTES, imagehead.HEAD_BYTES)
+                        for key in sorted(heads & present)})
+        for (what, key), data in self._reads(streams).items():
+            if _gone(data, _VOLUME_GONE, f"read volume {key[0]}/{key[1]}"):
                 observed_volumes.pop(key, None)
                 observed_seeds.pop(key, None)
+                continue
+            if key not in observed_volumes:
+                continue
+            if what == "seed":
+                files = seed.read_iso(data) if data is not None else None
+                iid = seed.instance_id_of(files.get("meta-data", b"")) if files else None
+                observed_seeds[key] = ObservedSeed(files, iid)
+            else:
+                observed_volumes[key] = dataclasses.replace(observed_volumes[key], head=imagehead.parse(data))
 
         by_path = {v.path: (v.pool, v.name) for v in observed_volumes.values()}
         observed_domains: dict[str, ObservedDomain] = {}
+        # Which domains, of any project or none, have each volume of interest as a disk: one
+        # that is attached elsewhere is never attached again, nor deleted.
+        users: dict[tuple[str, str], list[str]] = {}
         scoped = project is not None and live_wanted is not None
         for dom in all_domains:
             name = dom.name()
@@ -305,12 +343,17 @@ class LibvirtHost:
             if _gone(xml, (libvirt.VIR_ERR_NO_DOMAIN,), f"read domain {name}"):
                 continue
             if scoped and name not in live_wanted and domxml.NAMESPACE not in xml:
+                _note_users(users, name, xml, by_path)
                 continue  # neither named nor managed by anyone
             root = ET.fromstring(xml)
             ownership = domxml.read_ownership(root)
             if scoped and name not in live_wanted and (ownership is None or ownership.project != project):
+                _note_users(users, name, xml, by_path)
                 continue  # another project's
             essence = domxml.essence_of_element(root, by_path)
+            for disk in essence["disks"].values():
+                if disk["pool"] is not None:
+                    users.setdefault((disk["pool"], disk["volume"]), []).append(name)
             essence["autostart"] = name in autostart
             live_essence = None
             running = xml_of.get(("live", name))
@@ -336,6 +379,7 @@ class LibvirtHost:
 
         return Observed(uri=self.uri, domains=observed_domains, pools=observed_pools, volumes=observed_volumes,
                         networks=observed_networks, seeds=observed_seeds,
+                        attached={k: tuple(sorted(v)) for k, v in users.items() if k in observed_volumes},
                         machine_aliases=_machine_aliases(listed["capabilities"]) if machines else {})
 
     def _reads(self, calls: dict[Any, tuple]) -> dict[Any, Any]:
@@ -451,6 +495,24 @@ class LibvirtHost:
                     dom.updateDeviceFlags(ET.tostring(disk, encoding="unicode"), libvirt.VIR_DOMAIN_AFFECT_LIVE)
                     done.append(f"media in {target} changed")
         return done
+
+    def record_state(self, name: str, state: str) -> None:
+        """Write the state a start or stop reached into reconcile's metadata of the domain
+        (its persistent config), so drift is told from a start that never happened."""
+        dom = self._domain(name)
+        if dom is None:
+            return
+        config = libvirt.VIR_DOMAIN_AFFECT_CONFIG
+        with wrapped(f"record the state of domain {name}"):
+            try:
+                current = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, domxml.NAMESPACE, config)
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN_METADATA:
+                    return
+                raise
+            updated = domxml.with_applied_state(current, state)
+            if updated is not None:
+                dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, updated, domxml.PREFIX, domxml.NAMESPACE, config)
 
     def start_domain(self, name: str) -> bool:
         dom = self._domain(name)
@@ -625,9 +687,6 @@ class LibvirtHost:
                 return None
             raise translate(exc, f"look up volume {pool_name}/{name}") from exc
 
-    def volume_exists(self, pool_name: str, name: str) -> bool:
-        return self._volume(pool_name, name) is not None
-
     def _create(self, pool_name: str, name: str, root: ET.Element) -> libvirt.virStorageVol:
         pool = self._pool(pool_name)
         if pool is None:
@@ -642,8 +701,14 @@ class LibvirtHost:
                                f"create volume {pool_name}/{name}") from exc
             raise translate(exc, f"create volume {pool_name}/{name}") from exc
 
-    def _backing_of(self, path: str, subject: str) -> tuple[str, int]:
-        """Format and virtual size of the base image at `path`, which libvirt must know."""
+    def _backing_of(self, path: str, declared: str | None, subject: str) -> tuple[str, int]:
+        """Format and virtual size of the base image at `path`, from the image's own header.
+
+        libvirt's record of a volume is what it was told when the volume was made, until the
+        pool is next refreshed: a base uploaded a moment ago is recorded as an empty raw
+        volume. So the format is the one the spec declares (or, for a base reconcile did not
+        import, what the header says), and the size is what the header says.
+        """
         try:
             vol = self.conn.storageVolLookupByPath(path)
         except libvirt.libvirtError as exc:
@@ -652,14 +717,23 @@ class LibvirtHost:
                                "directory (and refresh the pool) or declare it under 'images'", subject) from exc
             raise translate(exc, subject) from exc
         with wrapped(subject):
-            info = _volume("", vol.name(), vol.XMLDesc(0))
-        return info.format or "raw", info.capacity
+            head = imagehead.parse(self._download(vol, imagehead.HEAD_BYTES, imagehead.HEAD_BYTES) or b"")
+            if head.unfinished:
+                raise Conflict(f"the base image {path} is an import that never finished; apply again to redo it",
+                               subject)
+            if declared is not None and head.format != declared:
+                raise InvalidRequest(f"the base image {path} holds a {head.format} image, not the {declared} the "
+                                     "spec says", subject)
+            size = head.virtual_size if head.virtual_size is not None else vol.info()[1]
+        return head.format, size
 
     def create_volume(self, pool_name: str, name: str, capacity: int | None, fmt: str,
                       backing: dict | None = None) -> bool:
         """Create an empty volume, or a qcow2 overlay on `backing` ({path, format}).
 
-        An overlay of no given capacity gets its base's virtual size.
+        An overlay of no given capacity gets its base's virtual size. Its backing format is
+        the one given (the image's declared format), else what the base's header says; never
+        libvirt's record of the base, which may not have caught up with its content.
         """
         if self._volume(pool_name, name) is not None:
             return False
@@ -668,9 +742,7 @@ class LibvirtHost:
         ET.SubElement(root, "name").text = name
         base_format = None
         if backing is not None:
-            base_format, base_capacity = backing.get("format"), None
-            if base_format is None or capacity is None:
-                base_format, base_capacity = self._backing_of(backing["path"], subject)
+            base_format, base_capacity = self._backing_of(backing["path"], backing.get("format"), subject)
             capacity = capacity if capacity is not None else base_capacity
         ET.SubElement(root, "capacity", {"unit": "bytes"}).text = str(capacity)
         ET.SubElement(root, "allocation", {"unit": "bytes"}).text = "0"
@@ -707,37 +779,48 @@ class LibvirtHost:
         checksum that does not match) the upload is aborted and the volume deleted, so a
         failed import leaves nothing in the pool. The content must be of format `fmt`.
 
-        The first `HEAD_BYTES` are written last: until the whole image is in place its
-        header is zeros, so an import cut short by a killed process is not a qcow2 image
-        and `observe` reports it as incomplete instead of it being used as a base.
+        Until the whole image is in place its first `imagehead.HEAD_BYTES` hold reconcile's
+        marker, and the real head is written last, in one message: an import cut short (a
+        killed process, a lost connection, a failed delete) is recognisable as unfinished by
+        its content, raw or qcow2, and is redone instead of being used.
         """
         if self._volume(pool_name, name) is not None:
             return False
         subject = f"import volume {pool_name}/{name}"
+        size = imagehead.HEAD_BYTES
+        head = b""
+        while len(head) < size:
+            chunk = source.read(size - len(head))
+            if not chunk:
+                break
+            head += chunk
+        found = imagehead.parse(head).format if head else "raw"
+        if found != fmt:  # a qcow2 taken for raw would let a guest read host files
+            raise InvalidRequest(f"the source is a {found} image, the spec says {fmt}; fix 'format' or the source",
+                                 subject)
         root = ET.Element("volume")
         ET.SubElement(root, "name").text = name
         ET.SubElement(root, "capacity", {"unit": "bytes"}).text = "0"
         ET.SubElement(ET.SubElement(root, "target"), "format", {"type": "raw"})
         vol = self._create(pool_name, name, root)
         try:
-            head = b""
-            while len(head) < HEAD_BYTES:
-                chunk = source.read(HEAD_BYTES - len(head))
-                if not chunk:
-                    break
-                head += chunk
-            if len(head) == HEAD_BYTES:
-                self._send(vol, source, subject, offset=HEAD_BYTES)
+            if len(head) == size:
+                self._send(vol, io.BytesIO(imagehead.unfinished_marker(size)), subject, offset=0, length=size)
+                self._send(vol, source, subject, offset=size)
             self._send(vol, io.BytesIO(head), subject, offset=0, length=len(head))
-            found = "qcow2" if head[:4] == QCOW2_MAGIC else "raw"
-            if found != fmt:  # a qcow2 taken for raw would let a guest read host files
-                raise InvalidRequest(f"the source is a {found} image, the spec says {fmt}; "
-                                     "fix 'format' or the source", subject)
         except BaseException:
             with contextlib.suppress(libvirt.libvirtError):
                 vol.delete(0)
             raise
         return True
+
+    def read_head(self, pool_name: str, name: str) -> imagehead.ImageHead | None:
+        """What a volume's first bytes say of it; None when there is no such volume."""
+        vol = self._volume(pool_name, name)
+        if vol is None:
+            return None
+        with wrapped(f"read volume {pool_name}/{name}"):
+            return imagehead.parse(self._download(vol, imagehead.HEAD_BYTES, imagehead.HEAD_BYTES) or b"")
 
     def write_volume(self, pool_name: str, name: str, data: bytes) -> None:
         """Make the volume hold exactly `data` (a seed ISO): created anew at its size."""
@@ -896,6 +979,14 @@ def _volume(pool: str, name: str, xml: str) -> ObservedVolume:
     return ObservedVolume(pool=pool, name=name, capacity=number("capacity"), allocation=number("allocation"),
                           format=fmt.get("type", "") if fmt is not None else "", path=root.findtext("target/path", ""),
                           backing=root.findtext("backingStore/path") or None)
+
+
+def _note_users(users: dict[tuple[str, str], list[str]], name: str, xml: str,
+                by_path: dict[str, tuple[str, str]]) -> None:
+    """Record the volumes of interest that a domain not otherwise parsed has as disks."""
+    files, volumes = domxml.disk_sources(xml)
+    for key in volumes | {by_path[f] for f in files if f in by_path}:
+        users.setdefault(key, []).append(name)
 
 
 def _machine_aliases(capabilities_xml: str) -> dict[tuple[str, str], str]:

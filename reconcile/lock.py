@@ -32,10 +32,13 @@ class LockHost(Protocol):
     def read_lock(self, name: str) -> dict[str, str] | None: ...
     def renew_lock(self, name: str, token: str, holder: dict[str, str]) -> bool: ...
     def drop_lock(self, name: str, token: str) -> bool: ...
+    def reconnect(self) -> None: ...
 
 
 class LockHeld(ReconcileError):
     """Another run holds the lock and did not let go in time."""
+
+    kind = "lock held"
 
 
 def lock_name(project: str) -> str:
@@ -82,6 +85,24 @@ def describe(holder: dict[str, str]) -> str:
     beat = f", last heartbeat {age:.0f}s ago" if age is not None else ""
     return (f"held by pid {holder.get('pid', '?')} on host {holder.get('host', '?')} "
             f"since {holder.get('since', '?')}{beat} ({holder.get('command', 'reconcile')})")
+
+
+def clear_stale(host: LockHost, project: str) -> str | None:
+    """Remove the project's lock when its holder is gone; say what was removed.
+
+    A run killed with SIGKILL leaves its lock behind, and a run with nothing to do takes no
+    lock, so without this a stale one would stay until the next run that changes something.
+    A lock whose holder may still be at work is left alone.
+    """
+    name = lock_name(project)
+    holder = host.read_lock(name)
+    if not holder or not holder.get("token"):
+        return None
+    why = stale_reason(holder, socket.gethostname())
+    if why is None:
+        return None
+    host.drop_lock(name, holder["token"])
+    return f"removed the stale lock {name}: {describe(holder)}, but {why}"
 
 
 class RunLock:
@@ -149,5 +170,10 @@ class RunLock:
             try:
                 self.host.drop_lock(self.name, self.token)
             except ReconcileError:
-                pass  # left behind; the next run finds it stale (our pid is gone)
+                # The connection broke (libvirtd restarted mid-run): a new one may well work.
+                try:
+                    self.host.reconnect()
+                    self.host.drop_lock(self.name, self.token)
+                except ReconcileError:
+                    pass  # left behind; the next plan or apply finds it stale (our pid is gone) and removes it
             self.token = None

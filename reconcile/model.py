@@ -8,10 +8,14 @@ comparison of like with like. Everything here is immutable data with no I/O.
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
+
+from .errors import shown_path
+from .imagehead import ImageHead
 
 
 class State(str, enum.Enum):
@@ -45,7 +49,8 @@ class Origin:
     column: int = 0
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}:{self.column}" if self.line else self.file
+        file = shown_path(self.file)
+        return f"{file}:{self.line}:{self.column}" if self.line else file
 
 
 @dataclass(frozen=True)
@@ -271,6 +276,18 @@ class Desired:
     files: tuple[str, ...] = ()
     expected_on_host: tuple[Reference, ...] = ()
     images: tuple[ImageSpec, ...] = ()
+    # The paths the run was given, absolute, and each file's absolute path: what a domain
+    # records as its source, and what bounds a prune.
+    roots: tuple[str, ...] = ()
+    absolute_files: tuple[str, ...] = ()
+
+    def absolute(self, file: str) -> str:
+        """The absolute path of one of `files` (as it is recorded in ownership)."""
+        return self._absolute.get(file, file)
+
+    @functools.cached_property
+    def _absolute(self) -> dict[str, str]:
+        return dict(zip(self.files, self.absolute_files))
 
     def pools_of_interest(self) -> set[str]:
         return ({p.name for p in self.pools} | {i.pool for i in self.images}
@@ -290,8 +307,17 @@ class Desired:
                     out.add((d.backing.pool, d.backing.name))
         return out | self.seeds_of_interest()
 
-    def images_of_interest(self) -> set[tuple[str, str]]:
-        return {(i.pool, i.name) for i in self.images}
+    def heads_of_interest(self) -> set[tuple[str, str]]:
+        """The volumes whose first bytes the plan reads: images (finished or not), overlays
+        (their real backing and size) and the pool volumes they are built on (their format)."""
+        out = {(i.pool, i.name) for i in self.images}
+        for dom in self.domains:
+            for d in dom.disks:
+                if d.backing is not None:
+                    out.add((d.pool, d.volume))
+                    if d.backing.kind != "path":
+                        out.add((d.backing.pool, d.backing.name))
+        return out
 
     def seeds_of_interest(self) -> set[tuple[str, str]]:
         return {(dom.seed.pool, dom.seed.volume) for dom in self.domains if dom.seed}
@@ -312,6 +338,7 @@ class Ownership:
     spec_file: str = ""
     spec_hash: str = ""
     volumes: tuple[VolumeRef, ...] = ()
+    stop_timeout: float | None = None  # the spec's, so a prune (the spec gone) stops it as the spec said
     # The essence (plus desired state) reconcile last applied: a field where the host differs
     # from it, while the spec still asks for it, was changed behind reconcile's back (drift).
     applied: dict[str, Any] | None = field(default=None, compare=False, hash=False)
@@ -341,8 +368,14 @@ class ObservedVolume:
     allocation: int
     format: str
     path: str
-    backing: str | None = None  # path of the backing file of an overlay
-    content_format: str | None = None  # read from the content's first bytes (images only)
+    backing: str | None = None  # path of the backing file of an overlay, as libvirt records it
+    # What the content's first bytes say (images, overlays and their bases only; None: not
+    # read). libvirt's record may lag what was just written into a volume; this does not.
+    head: ImageHead | None = None
+
+    @property
+    def content_format(self) -> str | None:
+        return self.head.format if self.head is not None else None
 
 
 @dataclass(frozen=True)
@@ -380,6 +413,8 @@ class Observed:
     networks: dict[str, ObservedNetwork] = field(default_factory=dict)
     volumes: dict[tuple[str, str], ObservedVolume] = field(default_factory=dict)
     seeds: dict[tuple[str, str], ObservedSeed] = field(default_factory=dict)
+    # The domains (of any project, or unmanaged) that have each observed volume as a disk.
+    attached: dict[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
     # Machine type aliases the hypervisor resolves, e.g. ("x86_64", "pc") -> "pc-i440fx-7.2".
     machine_aliases: dict[tuple[str, str], str] = field(default_factory=dict)
 
@@ -454,6 +489,7 @@ class Note:
     name: str
     message: str
     refused: bool = False  # True: the specs ask for something reconcile will not do
+    always: bool = False  # shown in every plan, not only with -v: the user should know
 
 
 @dataclass(frozen=True)

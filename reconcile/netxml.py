@@ -6,6 +6,7 @@ so a pipeline can tell which networks a project made. Networks are never removed
 
 from __future__ import annotations
 
+import ipaddress
 import xml.etree.ElementTree as ET
 from typing import Any
 
@@ -51,6 +52,16 @@ def essence_of(xml: str) -> dict[str, Any]:
         "dhcp_start": dhcp.get("start") if dhcp is not None else None,
         "dhcp_end": dhcp.get("end") if dhcp is not None else None,
     }
+
+
+def subnet(ip: str | None, netmask: str | None) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+    """The subnet a network's address and mask span (libvirt's default mask is /24)."""
+    if not ip:
+        return None
+    try:
+        return ipaddress.ip_interface(f"{ip}/{netmask or '255.255.255.0'}").network
+    except ValueError:
+        return None
 
 
 def _prefix_mask(prefix: str | None) -> str | None:

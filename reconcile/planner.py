@@ -19,12 +19,13 @@ Order of work, and why:
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from . import diff, domxml, netxml
-from .model import (Action, ActionKind, Backing, Change, ChangeClass, Desired, Disk, DomainSpec, Note, Observed,
-                    ObservedDomain, Ownership, Pending, Plan, ResourceKind, State, VolumeRef, shown_source)
+from .model import (Action, ActionKind, Backing, Change, ChangeClass, Desired, Disk, DomainSpec, NetworkSpec, Note,
+                    Observed, ObservedDomain, ObservedVolume, Ownership, Pending, Plan, ResourceKind, State, VolumeRef, shown_source)
 from .units import format_size
 
 _PHASE = {
@@ -52,6 +53,8 @@ class Options:
     restart: bool = False         # restart running domains whose changes need it, whatever on_change says
     adopt: bool = False           # take over existing unmanaged domains that specs name
     allow_recreate: bool = False  # allow identity-level changes (type, arch, disk format)
+    prune_all: bool = False       # with prune: also domains from files outside the run, even every one
+    destroying: bool = False      # `reconcile destroy`: every domain is absent because the command says so
 
 
 def _order(action: Action) -> tuple:
@@ -69,19 +72,11 @@ def plan(desired: Desired, observed: Observed, prune: bool = False, options: Opt
     waits = _plan_pools(desired, observed, actions, notes)
     waits.update(_plan_networks(desired, observed, actions, notes))
     image_waits = _plan_images(desired, observed, waits, actions, notes)
-    declared = {d.name for d in desired.domains}
     # once per plan: built per domain it made a plan of 10000 domains quadratic
     by_path = {v.path: (v.pool, v.name) for v in observed.volumes.values() if v.path}
     for spec in desired.domains:
         _plan_domain(spec, desired, observed, waits, image_waits, actions, notes, pending, options, by_path)
-    for name, dom in sorted(observed.domains.items()):
-        if name in declared or dom.ownership is None or dom.ownership.project != desired.project:
-            continue
-        if options.prune:
-            _plan_removal(dom, f"no spec mentions it any more (from {dom.ownership.spec_file or 'an unknown file'}); pruned",
-                          None, observed, actions)
-        else:
-            notes.append(Note(ResourceKind.DOMAIN, name, "orphaned: managed by this project but no spec mentions it; apply --prune removes it"))
+    _plan_prune(desired, observed, options, actions, notes)
     actions.sort(key=_order)
     notes.sort(key=lambda n: (n.resource.value, n.name))
     pending.sort(key=lambda p: p.name)
@@ -93,14 +88,70 @@ def plan_destroy(desired: Desired, observed: Observed) -> Plan:
     """Remove every domain these specs manage (and the volumes reconcile created for it)."""
     gone = dataclasses.replace(desired, domains=tuple(dataclasses.replace(d, state=State.ABSENT) for d in desired.domains),
                                pools=(), networks=(), images=())
-    return plan(gone, observed)
+    return plan(gone, observed, options=Options(destroying=True))
 
 
-def _plan_pools(desired: Desired, observed: Observed, actions: list[Action], notes: list[Note]) -> dict[str, str]:
-    """Pool actions; returns "pool:NAME" -> id of the action a volume in it must wait for."""
-    waits: dict[str, str] = {}
+def _within(path: str, roots: tuple[str, ...]) -> bool:
+    """Whether a recorded spec file lies in what the run was given (a file, or below a directory)."""
+    return path.startswith("/") and any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
+
+
+def _plan_prune(desired: Desired, observed: Observed, options: Options, actions: list[Action],
+                notes: list[Note]) -> None:
+    """Managed domains of the project that no spec mentions: noted, or removed with --prune.
+
+    Pruning reaches only the domains recorded as coming from a file among the paths this run
+    was given (`plan --prune dir/a.yaml` never removes what `dir/b.yaml` made), and never
+    every domain of the project at once: both take `--prune-all`, since a run given the wrong
+    directory, or a directory that lost its files, looks exactly like a lab to tear down.
+    """
+    declared = {d.name: d.state for d in desired.domains}
+    mine = {name: dom for name, dom in sorted(observed.domains.items())
+            if dom.ownership is not None and dom.ownership.project == desired.project}
+    orphans = {name: dom for name, dom in mine.items() if name not in declared}
+    if not options.prune:
+        for name in orphans:
+            notes.append(Note(ResourceKind.DOMAIN, name, "orphaned: managed by this project but no spec mentions it; "
+                              "apply --prune removes it"))
+        return
+    outside = {name for name, dom in orphans.items() if not _within(dom.ownership.spec_file, desired.roots)}
+    prunable = [name for name in orphans if options.prune_all or name not in outside]
+    kept = [name for name in mine if declared.get(name, State.ABSENT) is not State.ABSENT]
+    if prunable and not kept and not options.prune_all:
+        listed = ", ".join(prunable[:5]) + (f" and {len(prunable) - 5} more" if len(prunable) > 5 else "")
+        for name in prunable:
+            notes.append(Note(ResourceKind.DOMAIN, name,
+                              f"--prune would remove every domain of project {desired.project!r} on this host ("
+                              f"{listed}) and keep none: refused, since a run given the wrong or an emptied "
+                              "directory looks just like this; pass --prune-all if that is what you mean (or use "
+                              "`reconcile destroy` on the specs that made them)", refused=True))
+        return
+    for name, dom in orphans.items():
+        source = dom.ownership.spec_file or "an unknown file"
+        if name in prunable:
+            _plan_removal(dom, f"no spec mentions it any more (from {source}); pruned",
+                          dom.ownership.stop_timeout, observed, actions, notes)
+        else:
+            notes.append(Note(ResourceKind.DOMAIN, name,
+                              f"orphaned: no spec mentions it, but it was made from {source}, which is not among "
+                              "the paths this run was given; not pruned (give that file's directory, or "
+                              "--prune-all to prune it anyway)"))
+
+
+def _plan_pools(desired: Desired, observed: Observed, actions: list[Action], notes: list[Note]) -> dict[str, str | None]:
+    """Pool actions; returns "pool:NAME" -> id of the action a volume in it must wait for
+    (None: the pool is refused)."""
+    waits: dict[str, str | None] = {}
     for pool in desired.pools:
         have = observed.pools.get(pool.name)
+        clash = sorted(p.name for p in observed.pools.values()
+                       if have is None and p.path and os.path.normpath(p.path) == os.path.normpath(pool.path))
+        if clash:
+            notes.append(Note(ResourceKind.POOL, pool.name, f"its path {pool.path} is already the directory of pool "
+                              f"{', '.join(clash)} on the host; two pools over one directory see each other's "
+                              f"volumes, so it is not created (use pool {clash[0]!r}, or another path)", refused=True))
+            waits[f"pool:{pool.name}"] = None
+            continue
         if have is None:
             a = Action(ActionKind.CREATE, ResourceKind.POOL, pool.name, f"not on the host; directory pool at {pool.path}",
                        changes=(Change("path", None, pool.path),), payload=pool)
@@ -111,18 +162,26 @@ def _plan_pools(desired: Desired, observed: Observed, actions: list[Action], not
             actions.append(a)
             waits[f"pool:{pool.name}"] = a.id
         elif have.path and have.path != pool.path:
-            notes.append(Note(ResourceKind.POOL, pool.name, f"exists at {have.path}, not {pool.path}; used as it is"))
+            notes.append(Note(ResourceKind.POOL, pool.name, f"exists at {have.path}, not {pool.path}; used as it is "
+                              "(a pool is never moved: its volumes would be left behind)", always=True))
         else:
             notes.append(Note(ResourceKind.POOL, pool.name, "exists and is active"))
     return waits
 
 
-def _plan_networks(desired: Desired, observed: Observed, actions: list[Action], notes: list[Note]) -> dict[str, str]:
+def _plan_networks(desired: Desired, observed: Observed, actions: list[Action],
+                   notes: list[Note]) -> dict[str, str | None]:
     """Networks are created, started and marked autostart when missing; never changed or removed."""
-    waits: dict[str, str] = {}
+    waits: dict[str, str | None] = {}
     for net in desired.networks:
         have = observed.networks.get(net.name)
         payload = {"spec": net, "xml": netxml.network_xml(net, desired.project)}
+        clash = _network_clash(net, observed) if have is None else ""
+        if clash:
+            notes.append(Note(ResourceKind.NETWORK, net.name, f"{clash}; libvirt would refuse to start it, so it is "
+                              "not created (give it another address or bridge)", refused=True))
+            waits[f"network:{net.name}"] = None
+            continue
         if have is None:
             changes = tuple(Change(k, None, v) for k, v in sorted(net.essence().items()))
             a = Action(ActionKind.CREATE, ResourceKind.NETWORK, net.name, f"not on the host; {net.mode} network",
@@ -152,6 +211,20 @@ def _plan_networks(desired: Desired, observed: Observed, actions: list[Action], 
     return waits
 
 
+def _network_clash(net: NetworkSpec, observed: Observed) -> str:
+    """Why a network to create cannot work beside those on the host: its bridge or its subnet
+    is taken. Empty when it can."""
+    mine = netxml.subnet(net.ip, net.netmask)
+    for other in sorted(observed.networks.values(), key=lambda n: n.name):
+        have = other.essence
+        if net.bridge and have.get("bridge") == net.bridge:
+            return f"its bridge {net.bridge} is already the bridge of network {other.name} on the host"
+        theirs = netxml.subnet(have.get("ip"), have.get("netmask"))
+        if mine is not None and theirs is not None and mine.overlaps(theirs):
+            return f"its subnet {mine} overlaps {theirs} of network {other.name} on the host"
+    return ""
+
+
 def _plan_images(desired: Desired, observed: Observed, pool_waits: dict[str, str], actions: list[Action],
                  notes: list[Note]) -> dict[tuple[str, str], str | None]:
     """Import actions; returns (pool, name) -> id of the import to wait for (None: refused)."""
@@ -160,20 +233,25 @@ def _plan_images(desired: Desired, observed: Observed, pool_waits: dict[str, str
     for image in desired.images:
         label = f"{image.pool}/{image.name}"
         key = (image.pool, image.name)
+        if pool_waits.get(f"pool:{image.pool}", "") is None:
+            notes.append(Note(ResourceKind.IMAGE, label, f"its pool {image.pool!r} is refused", refused=True))
+            waits[key] = None
+            continue
         if image.pool not in observed.pools and image.pool not in declared_pools:
             notes.append(Note(ResourceKind.IMAGE, label, f"pool {image.pool!r} neither exists on the host nor is "
                               "declared in the specs; declare it under 'pools'", refused=True))
             waits[key] = None
             continue
         have = observed.volumes.get(key)
-        if have is not None and have.content_format not in (None, image.format):
+        redo = have is not None and have.head is not None and have.head.unfinished
+        if have is not None and not redo and have.content_format not in (None, image.format):
             notes.append(Note(ResourceKind.IMAGE, label, f"the volume exists but holds no {image.format} image (an "
                               "import cut short leaves this, as does a volume of that name made by hand); it is "
                               f"not used as a base: delete it (virsh vol-delete --pool {image.pool} {image.name}) "
                               "and apply again", refused=True))
             waits[key] = None
             continue
-        if have is not None:
+        if have is not None and not redo:
             notes.append(Note(ResourceKind.IMAGE, label, "imported; an image is imported once and not checked against "
                               "its source again (delete the volume to import it anew)"))
             continue
@@ -182,7 +260,9 @@ def _plan_images(desired: Desired, observed: Observed, pool_waits: dict[str, str
         changes = [Change("source", None, source), Change("format", None, image.format)]
         if image.sha256:
             changes.append(Change("sha256", None, image.sha256))
-        a = Action(ActionKind.CREATE, ResourceKind.IMAGE, label, f"not in the pool; imported from {source}{checked}",
+        why = ("an earlier import never finished (the volume still holds reconcile's unfinished-import marker); "
+               "it is removed and imported again" if redo else "not in the pool")
+        a = Action(ActionKind.CREATE, ResourceKind.IMAGE, label, f"{why}; imported from {source}{checked}",
                    changes=tuple(changes), depends_on=(pool_waits[f"pool:{image.pool}"],) if f"pool:{image.pool}" in pool_waits else (),
                    payload={"pool": image.pool, "name": image.name, "source": image.source, "format": image.format,
                             "sha256": image.sha256})
@@ -274,12 +354,19 @@ def _plan_domain(spec: DomainSpec, desired: Desired, observed: Observed, waits: 
         if have is None:
             notes.append(Note(ResourceKind.DOMAIN, spec.name, "absent, as the spec says"))
         else:
-            _plan_removal(have, "the spec says absent", spec.stop_timeout, observed, actions)
+            why = "removed by `reconcile destroy`" if options.destroying else "the spec says absent"
+            _plan_removal(have, why, spec.stop_timeout, observed, actions, notes)
         return
 
     # Every pool a disk uses and every network an interface uses must exist or be declared.
     declared_pools = {p.name for p in desired.pools}
     used_pools = {d.pool for d in spec.disks} | ({spec.seed.pool} if spec.seed else set())
+    refused = sorted(f"pool {p!r}" for p in used_pools if waits.get(f"pool:{p}", "") is None)
+    refused += sorted({f"network {i.network!r}" for i in spec.interfaces or () if waits.get(f"network:{i.network}", "") is None})
+    if refused:
+        notes.append(Note(ResourceKind.DOMAIN, spec.name, f"uses {', '.join(refused)}, which is refused (see there)",
+                          refused=True))
+        return
     missing_pools = sorted(p for p in used_pools if p not in observed.pools and p not in declared_pools)
     if missing_pools:
         notes.append(Note(ResourceKind.DOMAIN, spec.name,
@@ -310,8 +397,9 @@ def _plan_domain(spec: DomainSpec, desired: Desired, observed: Observed, waits: 
              if (d.pool, d.volume) in previously_owned or d in to_create]
     if spec.seed:  # derived data: always reconcile's own, rebuilt at will
         owned.append(VolumeRef(spec.seed.pool, spec.seed.volume, False))
-    owner = Ownership(project=desired.project, spec_file=spec.origin.file, spec_hash=domxml.spec_hash(spec),
-                      volumes=tuple(owned), applied=applied)
+    owner = Ownership(project=desired.project, spec_file=desired.absolute(spec.origin.file),
+                      spec_hash=domxml.spec_hash(spec), volumes=tuple(owned), applied=applied,
+                      stop_timeout=spec.stop_timeout)
     net_waits = tuple(sorted({waits[f"network:{i.network}"] for i in spec.interfaces or () if f"network:{i.network}" in waits}))
     pool_waits = tuple(sorted({waits[f"pool:{d.pool}"] for d in spec.disks if f"pool:{d.pool}" in waits}))
     running = have.running if have else False
@@ -322,18 +410,15 @@ def _plan_domain(spec: DomainSpec, desired: Desired, observed: Observed, waits: 
     if have is None:
         changes = tuple(Change(k, None, v) for k, v in sorted(spec.essence().items()) if v not in ({}, [], None))
         domain_action = Action(ActionKind.CREATE, ResourceKind.DOMAIN, spec.name, "not on the host",
-                               changes=changes, payload=_define_payload(spec, owner, None, None, by_path, []))
+                               changes=changes, payload=_define_payload(spec, owner, None, None, by_path, [],
+                                                                        State.STOPPED))
     else:
         recorded = have.ownership.applied
         changes = _classified(diff.changes(want, have.essence, recorded), want, have.essence)
         for d in reformat:  # the domain XML may already say the new format; the volume does not
-            vol = observed.volumes[(d.pool, d.volume)]
-            path = f"disks[{d.target}].format"
-            if vol.format != d.format and not any(c.path == path for c in changes):
-                changes.append(Change(path, vol.format, d.format, ChangeClass.RECREATE))
-            base = bases[d.target]
-            if base is not None and vol.backing != base.path:
-                changes.append(Change(f"disks[{d.target}].backing", vol.backing, base.path, ChangeClass.RECREATE))
+            known = {c.path for c in changes}
+            changes.extend(c for c in _overlay_faults(d, observed.volumes[(d.pool, d.volume)], bases[d.target])
+                           if c.path not in known)
         changes.extend(_ownership_changes(have.ownership, owner))
         if adopting:
             changes.append(Change("owner", None, desired.project, ChangeClass.LIVE))
@@ -357,7 +442,7 @@ def _plan_domain(spec: DomainSpec, desired: Desired, observed: Observed, waits: 
         changes = sorted(changes + live_only, key=lambda c: c.path)
         recreate = [c for c in changes if c.klass is ChangeClass.RECREATE]
         # A disk replaced under its own allow_replace needs no --allow-recreate.
-        allowed = {f"disks[{d.target}].{f}" for d in reformat for f in ("format", "backing")}
+        allowed = {f"disks[{d.target}].{f}" for d in reformat for f in ("format", "backing", "backing_format")}
         blocked = [c for c in recreate if c.path not in allowed]
         if blocked and not options.allow_recreate:
             what = ", ".join(f"{c.path}: {c.before} -> {c.after}" for c in blocked)
@@ -402,7 +487,8 @@ def _plan_domain(spec: DomainSpec, desired: Desired, observed: Observed, waits: 
             ops = _live_ops(changes) if running and not stop_id else []
             domain_action = Action(ActionKind.UPDATE, ResourceKind.DOMAIN, spec.name, reason,
                                    changes=tuple(changes), depends_on=stop_id,
-                                   payload=_define_payload(spec, owner, have.uuid, have.xml, by_path, ops))
+                                   payload=_define_payload(spec, owner, have.uuid, have.xml, by_path, ops,
+                                                           State.RUNNING if running and not stop_id else State.STOPPED))
     if domain_action:
         actions.append(domain_action)
     define_id = (domain_action.id,) if domain_action else stop_id
@@ -421,9 +507,7 @@ def _plan_domain(spec: DomainSpec, desired: Desired, observed: Observed, waits: 
         deps = pool_wait + define_id + ((base.wait,) if base is not None and base.wait else ())
         if disk in reformat:
             why = "allow_replace" if disk.allow_replace else "--allow-recreate"
-            changes = [Change("format", vol.format, disk.format, ChangeClass.RECREATE)] if vol.format != disk.format else []
-            if base is not None and vol.backing != base.path:
-                changes.append(Change("backing", vol.backing, base.path, ChangeClass.RECREATE))
+            changes = [dataclasses.replace(c, path=c.path.rsplit(".", 1)[1]) for c in _overlay_faults(disk, vol, base)]
             gone = Action(ActionKind.DESTROY, ResourceKind.VOLUME, label,
                           f"disk {disk.target} of {spec.name}: replaced by a new {what} (recreate, {why}; its data is lost)",
                           changes=tuple(changes), depends_on=define_id,
@@ -440,14 +524,15 @@ def _plan_domain(spec: DomainSpec, desired: Desired, observed: Observed, waits: 
                        changes=tuple(changes), depends_on=deps, payload=params)
             actions.append(a)
             volume_ids.append(a.id)
-        elif disk.size is not None and vol.capacity < disk.size:
+        elif _virtual_size(vol) < (want_size := _wanted_size(disk, base)):
             live = running and not stop_id
             when = "live: the running guest sees the new size at once" if live else "the guest sees it at its next boot"
+            whole = "" if disk.size is not None else f" to the size of its base {base.path}"
             a = Action(ActionKind.UPDATE, ResourceKind.VOLUME, label,
-                       f"disk {disk.target} of {spec.name}: grow in place; {when}",
-                       changes=(Change("size", vol.capacity, disk.size,
+                       f"disk {disk.target} of {spec.name}: grow in place{whole}; {when}",
+                       changes=(Change("size", _virtual_size(vol), want_size,
                                        ChangeClass.LIVE if live else ChangeClass.NEXT_BOOT),),
-                       depends_on=define_id, payload=dict(params, op="grow"))
+                       depends_on=define_id, payload=dict(params, op="grow", capacity=want_size))
             actions.append(a)
             volume_ids.append(a.id)
 
@@ -519,11 +604,48 @@ def _base(disk: Disk, desired: Desired, observed: Observed, image_waits: dict[tu
         image = next(i for i in desired.images if (i.pool, i.name) == key)
         if key in image_waits and image_waits[key] is None:
             return _Base(path, image.format, None, missing=f"its base image {b.pool}/{b.name} is refused")
-        return _Base(path, image.format, have.capacity if have else None, wait=image_waits.get(key))
+        wait = image_waits.get(key)
+        return _Base(path, image.format, _virtual_size(have) if have and not wait else None, wait=wait)
     if have is not None:
-        return _Base(have.path, have.format or None, have.capacity)
+        # Not imported by reconcile: what its own header says, else libvirt's record.
+        fmt = have.head.format if have.head is not None else have.format or None
+        return _Base(have.path, fmt, _virtual_size(have))
     return _Base(path, None, None, missing=f"its backing volume {b.pool}/{b.name} does not exist; declare it under "
                  "'images' (with a source) or create it")
+
+
+def _virtual_size(vol: ObservedVolume) -> int:
+    """The size a guest sees: a qcow2 header's own, else libvirt's record (raw: the file's)."""
+    if vol.head is not None and vol.head.virtual_size is not None:
+        return vol.head.virtual_size
+    return vol.capacity
+
+
+def _wanted_size(disk: Disk, base: _Base | None) -> int:
+    """The size a disk must have at least: the spec's, else (an overlay) its base's whole."""
+    if disk.size is not None:
+        return disk.size
+    return base.capacity if base is not None and base.capacity else 0
+
+
+def _overlay_faults(disk: Disk, vol: ObservedVolume, base: _Base | None) -> list[Change]:
+    """How an existing volume differs from the disk the spec describes, in what cannot be
+    changed in place: its format, the file it is built on, and the format it reads that
+    file as. A wrong backing format means the guest reads the base's container bytes as
+    its disk, so it counts as much as a wrong base."""
+    out: list[Change] = []
+    if vol.format and vol.format != disk.format:
+        out.append(Change(f"disks[{disk.target}].format", vol.format, disk.format, ChangeClass.RECREATE))
+    if base is None:
+        return out
+    head = vol.head if vol.head is not None and vol.head.format == "qcow2" else None
+    backing = head.backing if head is not None else vol.backing
+    if backing != base.path:
+        out.append(Change(f"disks[{disk.target}].backing", backing, base.path, ChangeClass.RECREATE))
+    elif head is not None and base.format is not None and head.backing_format != base.format:
+        out.append(Change(f"disks[{disk.target}].backing_format", head.backing_format, base.format,
+                          ChangeClass.RECREATE))
+    return out
 
 
 def _plan_seed(spec: DomainSpec, observed: Observed, have: ObservedDomain | None, previously_owned: set,
@@ -573,6 +695,12 @@ def _volume_refusals(spec: DomainSpec, observed: Observed, bases: dict, owned: s
         if base is not None and base.missing and (vol is None or vol.backing != base.path):
             out.append(f"disk {disk.target}: {base.missing}")
             continue
+        if vol is not None and (others := [d for d in observed.attached.get((disk.pool, disk.volume), ())
+                                           if d != spec.name]):
+            out.append(f"disk {disk.target}: volume {disk.pool}/{disk.volume} is already a disk of domain "
+                       f"{', '.join(others)}; two guests writing one disk corrupt it, so it is not attached "
+                       "(name another volume, or remove it from that domain first)")
+            continue
         if vol is None:
             if base is not None and base.capacity and disk.size is not None and disk.size < base.capacity:
                 out.append(f"disk {disk.target}: size {format_size(disk.size)} is smaller than its base "
@@ -580,10 +708,16 @@ def _volume_refusals(spec: DomainSpec, observed: Observed, bases: dict, owned: s
                            f"size to at least {format_size(base.capacity)} or leave it out")
             continue
         why = []
-        if vol.format and vol.format != disk.format:
-            why.append(f"is {vol.format}, the spec says {disk.format}")
-        if base is not None and vol.backing != base.path:
-            why.append(f"is backed by {vol.backing or 'nothing'}, the spec says {base.path}")
+        for fault in _overlay_faults(disk, vol, base):
+            leaf = fault.path.rsplit(".", 1)[1]
+            if leaf == "format":
+                why.append(f"is {fault.before}, the spec says {fault.after}")
+            elif leaf == "backing":
+                why.append(f"is backed by {fault.before or 'nothing'}, the spec says {fault.after}")
+            else:
+                why.append(f"reads its base {base.path} as {fault.before or 'an unstated format'}, but the base is "
+                           f"a {fault.after} image (the guest would see the {fault.after} container's bytes as its "
+                           "disk)")
         if why:
             what = f"disk {disk.target}: volume {disk.pool}/{disk.volume} {' and '.join(why)}"
             if (disk.pool, disk.volume) not in owned:
@@ -595,10 +729,11 @@ def _volume_refusals(spec: DomainSpec, observed: Observed, bases: dict, owned: s
             else:
                 replace.append(disk)
             continue
-        if disk.size is not None and vol.capacity > disk.size:
-            out.append(f"disk {disk.target}: volume {disk.pool}/{disk.volume} is {format_size(vol.capacity)}, the spec says "
+        size = _virtual_size(vol)
+        if disk.size is not None and size > disk.size:
+            out.append(f"disk {disk.target}: volume {disk.pool}/{disk.volume} is {format_size(size)}, the spec says "
                        f"{format_size(disk.size)}; shrinking a disk loses data, so it is refused (set size to at least "
-                       f"{format_size(vol.capacity)})")
+                       f"{format_size(size)})")
     return out, replace
 
 
@@ -607,18 +742,27 @@ def _ownership_changes(before: Ownership | None, after: Ownership) -> list[Chang
         return []
     was = {(v.pool, v.name): v.keep for v in before.volumes}
     now = {(v.pool, v.name): v.keep for v in after.volumes}
-    return [Change(f"volumes[{pool}/{name}].keep", was[(pool, name)], keep, ChangeClass.LIVE)
-            for (pool, name), keep in sorted(now.items()) if (pool, name) in was and was[(pool, name)] != keep]
+    out = [Change(f"volumes[{pool}/{name}].keep", was[(pool, name)], keep, ChangeClass.LIVE)
+           for (pool, name), keep in sorted(now.items()) if (pool, name) in was and was[(pool, name)] != keep]
+    # Recorded for a prune, which has no spec to read it from; a record from before there
+    # was one is brought up to date with the next change, not on its own.
+    if before.stop_timeout is not None and before.stop_timeout != after.stop_timeout:
+        out.append(Change("stop_timeout", before.stop_timeout, after.stop_timeout, ChangeClass.LIVE))
+    return out
 
 
 def _define_payload(spec: DomainSpec, owner: Ownership, uuid: str | None, base: str | None,
-                    by_path: dict[str, tuple[str, str]], live: list[tuple]) -> dict:
+                    by_path: dict[str, tuple[str, str]], live: list[tuple], state: State) -> dict:
+    """What defining the domain takes. The state recorded as applied is the one the domain
+    has once defined; the start or stop that follows records its own when it succeeds, so a
+    start that never happened (a run cut short) is not later taken for drift."""
+    owner = dataclasses.replace(owner, applied=dict(owner.applied or {}, state=state.value))
     xml = domxml.domain_xml(spec, owner, uuid, base=base or None, volume_by_path=by_path)
     return {"xml": xml, "autostart": spec.autostart, "spec": spec, "live": live}
 
 
 def _plan_removal(dom: ObservedDomain, reason: str, stop_timeout: float | None, observed: Observed,
-                  actions: list[Action]) -> None:
+                  actions: list[Action], notes: list[Note]) -> None:
     stop: tuple[str, ...] = ()
     if dom.running:
         a = Action(ActionKind.STOP, ResourceKind.DOMAIN, dom.name, f"{reason}; it is running",
@@ -632,6 +776,14 @@ def _plan_removal(dom: ObservedDomain, reason: str, stop_timeout: float | None, 
         have = observed.volumes.get((vol.pool, vol.name))
         if have is not None and have.path in backs:  # never pull the base from under another disk
             spared.append(f"{vol.pool}/{vol.name} (the base of {backs[have.path].pool}/{backs[have.path].name})")
+            continue
+        others = [d for d in observed.attached.get((vol.pool, vol.name), ()) if d != dom.name]
+        if others:  # never delete a disk another guest has, whoever made it
+            notes.append(Note(ResourceKind.VOLUME, f"{vol.pool}/{vol.name}",
+                              f"created by reconcile for {dom.name}, but now also a disk of domain "
+                              f"{', '.join(others)}; not deleted with {dom.name} (delete it by hand once no domain "
+                              "uses it)", refused=True))
+            spared.append(f"{vol.pool}/{vol.name} (a disk of {', '.join(others)})")
             continue
         a = Action(ActionKind.DESTROY, ResourceKind.VOLUME, f"{vol.pool}/{vol.name}", f"created by reconcile for {dom.name}",
                    depends_on=stop, payload={"pool": vol.pool, "name": vol.name})

@@ -11,7 +11,7 @@ import json
 from collections import Counter
 from typing import Any
 
-from .errors import Diagnostic
+from .errors import Diagnostic, shown_path
 from .model import ActionKind, ApplyResult, Change, Plan, Reference, ResourceKind, Status
 from .units import format_size
 
@@ -72,7 +72,7 @@ def plan_text(plan: Plan, verbose: bool = False) -> str:
     for note in plan.notes:
         if note.refused:
             lines.append(f"  ! refuse {note.resource.value} {note.name}: {note.message}")
-        elif verbose or note.message.startswith(("orphaned", "unmanaged")) or " differs (" in note.message:
+        elif verbose or note.always or note.message.startswith(("orphaned", "unmanaged")) or " differs (" in note.message:
             lines.append(f"  = {note.resource.value} {note.name}: {note.message}")
     lines.append(plan_summary(plan))
     return "\n".join(lines)
@@ -186,13 +186,20 @@ def apply_json(result: ApplyResult) -> dict[str, Any]:
     return doc
 
 
+def error_json(command: str, kind: str, message: str) -> dict[str, Any]:
+    """A run that ended in an error before it had a plan or results to print; valid against
+    schemas/error.schema.json."""
+    return {"format_version": FORMAT_VERSION, "kind": "error", "command": command, "ok": False,
+            "error": {"kind": kind, "message": message}}
+
+
 def diagnostics_text(diagnostics: list[Diagnostic]) -> str:
     return "\n".join(str(d) for d in diagnostics)
 
 
 def diagnostics_json(diagnostics: list[Diagnostic]) -> list[dict[str, Any]]:
     return [
-        {"file": d.file, "line": d.line, "column": d.column, "resource": d.resource, "field": d.field,
+        {"file": shown_path(d.file), "line": d.line, "column": d.column, "resource": d.resource, "field": d.field,
          "message": d.message}
         for d in diagnostics
     ]

@@ -18,6 +18,7 @@ import json
 import math
 import os
 import re
+import stat
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from .errors import Diagnostic, SpecError
+from .errors import Diagnostic, SpecError, shown_path
+from . import netxml
 from .formats import FORMATS, check_name
 from .expand import DIRECTORY_DEFAULTS, Layer, Located, expand_index, field_text, has_index, merge_layers
 from .model import (DEFAULT_STOP_TIMEOUT, Backing, Cdrom, Console, Desired, Disk, DomainSpec, Graphics, ImageSpec, Interface,
@@ -41,7 +43,7 @@ __all__ = ["SpecError", "load", "load_schema", "REFERENCES"]
 SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
 SPEC_SCHEMA = SCHEMA_DIR / "spec.schema.json"
 SUFFIXES = (".yaml", ".yml")
-MAX_NODES = 100_000  # an alias bomb expands past this long before memory runs out
+MAX_NODES = 100_000  # values aliases may add; an alias bomb expands past this long before memory runs out
 MAX_DEPTH = 64       # no spec nests this deep; deeper is an attack or a generator gone wrong
 MAX_FILE_BYTES = 10 * 1024 * 1024
 MAX_MEMORY = 64 * 1024**4   # 1TiB on purpose is fine; 10^30 bytes is a unit mistake
@@ -331,7 +333,8 @@ class _Builder:
 
     def __init__(self, spec: SpecFile, problems: list[Diagnostic]):
         self.spec, self.problems = spec, problems
-        self.count = 0
+        self.count = 0  # values built again through an alias
+        self.built: set[int] = set()  # the nodes built once already
         self.active: set[int] = set()
         self.pending: list[tuple[int, int, Path_, str]] = []
 
@@ -351,10 +354,15 @@ class _Builder:
                                             name))
 
     def build(self, node: yaml.Node, path: Path_) -> Any:
-        self.count += 1
-        if self.count > MAX_NODES:
-            raise _TooLarge(node, f"the document expands to more than {MAX_NODES} values (an alias bomb?); "
-                                  "expected a spec of ordinary size")
+        # Only what aliases add counts: a large file of plain values is bounded by the file
+        # size limit, while a few lines of nested aliases can expand past any memory.
+        if id(node) in self.built:
+            self.count += 1
+            if self.count > MAX_NODES:
+                raise _TooLarge(node, f"the document expands to more than {MAX_NODES} values through "
+                                      "aliases (an alias bomb?); expected a spec of ordinary size")
+        else:
+            self.built.add(id(node))
         if len(path) > MAX_DEPTH:
             raise _TooLarge(node, f"values nest more than {MAX_DEPTH} levels deep; expected a spec of ordinary shape")
         mark = node.start_mark
@@ -449,7 +457,8 @@ def read_file(path: str, problems: list[Diagnostic]) -> SpecFile | None:
     """Parse one file; on a problem that leaves nothing to check, report it and return None."""
     spec = SpecFile(path, None)
     try:
-        raw = Path(path).read_bytes()
+        with open(path, "rb") as fp:  # a pipe given by name is read too, so only as far as the limit
+            raw = fp.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
         problems.append(Diagnostic(path, 0, 0, "", f"cannot read file: {exc.strerror or exc}"))
         return None
@@ -524,23 +533,44 @@ def _syntax_problem(path: str, text: str, exc: yaml.MarkedYAMLError) -> Diagnost
 
 
 def find_files(paths: Iterable[str]) -> tuple[list[str], list[Diagnostic]]:
+    """The spec files of a run: those given, and every *.yaml / *.yml below a directory.
+
+    Below a directory only regular files count: a FIFO named like a spec would block the
+    read forever, a device would never end. A path given by name may also be a pipe (as
+    `<(cat spec.yaml)` is), since then its writer is the user.
+    """
     files: list[str] = []
     problems: list[Diagnostic] = []
     for p in paths:
-        if os.path.isdir(p):
-            found = sorted(
-                os.path.join(root, name)
-                for root, dirs, names in os.walk(p)
-                for name in names
-                if name.endswith(SUFFIXES) and not name.startswith(".")
-            )
-            if not found:
-                problems.append(Diagnostic(p, 0, 0, "", "directory holds no *.yaml or *.yml spec files"))
-            files.extend(found)
-        elif os.path.isfile(p):
+        try:
+            mode = os.stat(p).st_mode
+        except OSError as exc:
+            missing = isinstance(exc, FileNotFoundError)
+            problems.append(Diagnostic(shown_path(p), 0, 0, "", "no such file or directory" if missing
+                                       else f"cannot read: {exc.strerror or exc}"))
+            continue
+        if stat.S_ISDIR(mode):
+            found: list[str] = []
+            before = len(problems)
+            for root, _dirs, names in os.walk(p):
+                for name in names:
+                    if not name.endswith(SUFFIXES) or name.startswith("."):
+                        continue
+                    full = os.path.join(root, name)
+                    if os.path.isfile(full):
+                        found.append(full)
+                    else:
+                        problems.append(Diagnostic(shown_path(full), 0, 0, "", "not a regular file (a pipe, device "
+                                                   "or socket named like a spec); expected spec files only below "
+                                                   "a directory"))
+            if not found and len(problems) == before:
+                problems.append(Diagnostic(shown_path(p), 0, 0, "", "directory holds no *.yaml or *.yml spec files"))
+            files.extend(sorted(found))
+        elif stat.S_ISREG(mode) or stat.S_ISFIFO(mode):
             files.append(p)
         else:
-            problems.append(Diagnostic(p, 0, 0, "", "no such file or directory"))
+            problems.append(Diagnostic(shown_path(p), 0, 0, "", "not a regular file; expected a spec file, a "
+                                                                "directory of them, or a pipe"))
     return list(dict.fromkeys(files)), problems
 
 
@@ -715,13 +745,20 @@ class _Build:
         expected = self._resolve_references()
         return Desired(project=project, domains=tuple(domains), pools=tuple(pools), networks=tuple(networks),
                        files=tuple(f.path for f in self.files), expected_on_host=tuple(expected),
-                       images=tuple(self.images.values()))
+                       images=tuple(self.images.values()), roots=tuple(os.path.abspath(p) for p in paths),
+                       absolute_files=tuple(shown_path(os.path.abspath(f.path)) for f in self.files))
 
     def _project(self, project: str | None, paths: list[str]) -> str:
         projects: dict[str, SpecFile] = {}
         for f in self.files:
             if isinstance(f.data.get("project"), str) and not f.is_bad(("project",)):
                 projects.setdefault(f.data["project"], f)
+        if project is not None:
+            for name, f in projects.items():
+                if name != project:  # a typo in --project must not act on (or prune) another lab
+                    self.problems.append(f.diag(("project",), f"the file says project {name!r}, but --project "
+                                                              f"says {project!r}; expected them to agree (drop "
+                                                              "--project, or change the file)"))
         if project is None:
             if len(projects) > 1:
                 names = ", ".join(sorted(projects))
@@ -787,10 +824,30 @@ class _Build:
                                                               "expected 'ip' too"))
                 continue
             dhcp = item.get("dhcp") or {}
-            networks.append(NetworkSpec(name=name, origin=where, mode=item.get("mode", "isolated"),
-                                        bridge=item.get("bridge"), ip=item.get("ip"), netmask=item.get("netmask"),
-                                        dhcp_start=dhcp.get("start"), dhcp_end=dhcp.get("end")))
+            net = NetworkSpec(name=name, origin=where, mode=item.get("mode", "isolated"), bridge=item.get("bridge"),
+                              ip=item.get("ip"), netmask=item.get("netmask"), dhcp_start=dhcp.get("start"),
+                              dhcp_end=dhcp.get("end"))
+            clash = self._network_clash(net, networks)
+            if clash:
+                self.problems.append(f.diag(base + (clash[0],), clash[1]))
+                continue
+            networks.append(net)
         return networks
+
+    @staticmethod
+    def _network_clash(net: NetworkSpec, earlier: list[NetworkSpec]) -> tuple[str, str] | None:
+        """A field of `net` that an earlier network of the run already takes: its bridge, or
+        a subnet that overlaps (libvirt starts only one of two such networks)."""
+        mine = netxml.subnet(net.ip, net.netmask)
+        for other in earlier:
+            if net.bridge and other.bridge == net.bridge:
+                return "bridge", (f"bridge {net.bridge!r} is also the bridge of network {other.name!r} (at "
+                                  f"{other.origin}); expected a bridge of its own")
+            theirs = netxml.subnet(other.ip, other.netmask)
+            if mine is not None and theirs is not None and mine.overlaps(theirs):
+                return "ip", (f"subnet {mine} overlaps {theirs} of network {other.name!r} (at {other.origin}); "
+                              "expected networks with separate subnets")
+        return None
 
     def _images(self) -> None:
         for f, base, where, name, item in self._declared("images", "image"):

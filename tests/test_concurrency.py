@@ -97,6 +97,9 @@ class Recording:
         self._call(f"domain {name}", (f"domain {name}",))
         return "forced"
 
+    def record_state(self, name, state):
+        pass
+
 
 def test_pool_actions_run_alone_and_volume_actions_together():
     """Even with no dependency between them, a pool is never acted on while one of its

@@ -35,8 +35,29 @@ def test_no_daemon_says_to_start_one(tmp_path, spec_dir):
     done = plan(f"qemu+unix:///system?socket={missing}", spec_dir)
     assert done.returncode == 1
     assert done.stderr.startswith(f"error: connect to qemu+unix:///system?socket={missing}: ")
-    assert "No such file or directory (is libvirtd running? `scripts/bootstrap` starts it)" in done.stderr
+    assert "No such file or directory (libvirtd does not answer on this machine: start it" in done.stderr
+    assert "scripts/" not in done.stderr  # an installed copy has no scripts
     assert "Traceback" not in done.stderr
+
+
+def test_a_malformed_uri_is_called_so(spec_dir):
+    for uri in ("garbage", "qemu:///nonsense"):
+        done = plan(uri, spec_dir)
+        assert done.returncode == 1
+        assert "libvirt does not take this URI; expected one such as qemu:///system" in done.stderr, done.stderr
+        assert "libvirtd" not in done.stderr.split("(")[-1]  # no word of starting a daemon
+        assert "Traceback" not in done.stderr
+
+
+def test_an_unreachable_remote_host_is_called_so(spec_dir):
+    """Port 1 on loopback: nothing listens there, so the connection is refused at once."""
+    for uri, extra in (("qemu+tcp://127.0.0.1:1/system", ""), ("qemu+ssh://nobody@127.0.0.1:1/system", "sshd")):
+        done = plan(uri, spec_dir)
+        assert done.returncode == 1
+        assert "cannot reach libvirtd on 127.0.0.1: check the host name, that the host is up" in done.stderr
+        assert extra in done.stderr
+        assert "start it" not in done.stderr
+        assert "Traceback" not in done.stderr
 
 
 @pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv (util-linux)")
@@ -55,6 +76,7 @@ def test_a_socket_the_user_may_not_open_says_how_to_get_access(tmp_path, spec_di
     finally:
         server.close()
     assert done.returncode == 1, done.stdout + done.stderr
-    assert "Permission denied (connect as root, or as a member of the group that owns libvirtd's socket" in done.stderr
-    assert "is libvirtd running" not in done.stderr
+    assert "Permission denied (run as root, or as a member of the group that owns libvirtd's socket" in done.stderr
+    assert "polkit" in done.stderr
+    assert "does not answer" not in done.stderr
     assert "Traceback" not in done.stderr

@@ -177,7 +177,7 @@ def test_wrong_sha256_or_format_is_refused_and_leaves_nothing(lab, tmp_path):
     assert not any(lab.pool_path.iterdir())
 
 
-def test_import_cut_short_is_never_used_as_a_base(lab, tmp_path):
+def test_import_cut_short_is_never_used_as_a_base_and_is_redone(lab, tmp_path):
     src = tmp_path / "www" / "cloud.qcow2"
     make_base(src, "64M")
     subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -P 0x33 1M 2M", str(src)], check=True, capture_output=True)
@@ -204,19 +204,21 @@ def test_import_cut_short_is_never_used_as_a_base(lab, tmp_path):
         finally:
             apply.kill()  # as a power cut or `kill -9` would
             apply.wait()
-    plan = lab.cli("plan")
-    assert plan.returncode == 1
-    assert (f"! refuse image {lab.pool}/{lab.name}-cloud.qcow2: the volume exists but holds no qcow2 image"
+    assert image.read_bytes().startswith(b"RECONCILE-IMPORT-UNFINISHED")
+    plan = lab.cli("plan", check=0)
+    assert (f"+ create image {lab.pool}/{lab.name}-cloud.qcow2  (an earlier import never finished"
             in plan.stdout), plan.stdout
-    assert f"! refuse domain {lab.dom('cut')}: disk vda: its base image" in plan.stdout
     assert f"{lab.dom('cut')}-vda.qcow2" not in lab.volume_names()
 
-    lab.conn.storagePoolLookupByName(lab.pool).storageVolLookupByName(f"{lab.name}-cloud.qcow2").delete(0)
     spec = (lab.specs / "img.yaml").read_text()
     with Served(tmp_path / "www") as again:
         (lab.specs / "img.yaml").write_text(spec.replace(www.url("cloud.qcow2"), again.url("cloud.qcow2")))
-        lab.cli("apply", check=0)
+        out = lab.cli("apply", check=0)
+    assert "the unfinished earlier import was removed first" in out.stdout, out.stdout
     assert image.read_bytes() == src.read_bytes()
+    info = qemu_img_info(lab.pool_path / f"{lab.dom('cut')}-vda.qcow2")
+    assert info["backing-filename-format"] == "qcow2"
+    assert info["virtual-size"] == 64 * 1024 * 1024
 
 
 def test_grow_in_place_and_shrink_refused(lab):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -25,18 +26,19 @@ BOOT_TYPE = "qemu"
 
 
 def lab_spec(lab, images, greeting: str, state: str = "running") -> str:
-    """Two guests on overlays of the two imported images; `vm` has a seed and a kept data disk."""
+    """Two guests on overlays of the two imported images (`vm`'s a qcow2 one, `deaf`'s raw);
+    `vm` has a seed and a kept data disk."""
     pool = lab.pool
     return f"""
         images:
-          - {{name: {lab.name}-base.img, pool: {pool}, source: {images['acpi']}, format: raw}}
+          - {{name: {lab.name}-base.qcow2, pool: {pool}, source: {images['acpi-qcow2']}, format: qcow2}}
           - {{name: {lab.name}-deaf-base.img, pool: {pool}, source: {images['acpi-ignore']}, format: raw}}
         domains:
           - name: {lab.dom('vm')}
             type: {BOOT_TYPE}
             memory: 128MiB
             disks:
-              - {{pool: {pool}, backing: {lab.name}-base.img, size: 64MiB}}
+              - {{pool: {pool}, backing: {lab.name}-base.qcow2, size: 64MiB}}
               - {{pool: {pool}, name: {lab.name}-data.img, format: raw, size: 16MiB, keep: true}}
             cloud_init:
               user_data:
@@ -69,8 +71,12 @@ def stop_results(proc) -> dict[str, dict]:
     return {actions[r["id"]]["name"]: r for r in doc["results"] if actions[r["id"]]["action"] == "stop"}
 
 
-def test_lab_guest_boots_reads_its_seed_stops_and_survives_a_rebuild(lab, guest_images):
+def test_lab_guest_boots_reads_its_seed_stops_and_survives_a_rebuild(lab, guest_images, tmp_path):
     vm_log, deaf_log = lab.console_log("vm"), lab.console_log("deaf")
+    # A qcow2 base, as cloud images are: an overlay that read it as raw would not boot.
+    qcow2 = tmp_path / "guest.qcow2"
+    subprocess.run(["qemu-img", "convert", "-q", "-O", "qcow2", str(guest_images["acpi"]), str(qcow2)], check=True)
+    guest_images = dict(guest_images, **{"acpi-qcow2": qcow2})
     pool = lab.conn.storagePoolLookupByName  # called after apply has created the pool
 
     # 1. From nothing: images imported, overlays created, both guests boot.
@@ -90,10 +96,13 @@ def test_lab_guest_boots_reads_its_seed_stops_and_survives_a_rebuild(lab, guest_
     # The root disk is an overlay whose backing file is the imported base image.
     p = pool(lab.pool)
     p.refresh(0)
-    base_path = p.storageVolLookupByName(f"{lab.name}-base.img").path()
+    base_path = p.storageVolLookupByName(f"{lab.name}-base.qcow2").path()
     root = ET.fromstring(p.storageVolLookupByName(f"{lab.dom('vm')}-vda.qcow2").XMLDesc(0))
     assert root.find("target/format").get("type") == "qcow2"
     assert root.findtext("backingStore/path") == base_path
+    info = json.loads(subprocess.run(["qemu-img", "info", "-U", "--output=json", str(lab.pool_path / f"{lab.dom('vm')}-vda.qcow2")],
+                                     check=True, capture_output=True, text=True).stdout)
+    assert (info["backing-filename"], info["backing-filename-format"]) == (base_path, "qcow2")
 
     # Converged: the seed, the overlays and the consoles read back as the spec says.
     again = lab.cli("plan", "--detailed-exitcode")

@@ -4,23 +4,38 @@ A case gives the specs (as YAML text, with `files:` they refer to), the observed
 plain data; a domain can be `like: NAME` to start from what the spec of NAME wants, then
 `set:` a few fields; a seed volume can be `like: NAME` too, or list its files) and the
 expected plan: actions as `GLYPH resource name`, changes, reasons and dependencies per
-action, and notes (matched by substring). Adding a scenario is adding a file.
+action, and notes (matched by substring). A volume's `head:` is what its first bytes say
+(format, virtual_size, backing, backing_format), as observe reads it; `attached:` maps
+`pool/volume` to the domains (of any project) that have it as a disk. Adding a scenario is adding a file.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 from pathlib import Path
 
 import pytest
 import yaml
 
 from reconcile import planner, seed, specs
+from reconcile.imagehead import ImageHead
 from reconcile.model import Observed, ObservedDomain, ObservedPool, ObservedSeed, ObservedVolume, Ownership, VolumeRef
 from reconcile.render import change_line, change_text, dumps, plan_json, plan_text
 from reconcile.units import parse_size
 
 CASES = sorted((Path(__file__).parent / "planner" / "cases").glob("*.yaml"))
+
+
+def head_from(volume: dict) -> ImageHead | None:
+    """What a volume's first bytes say: `content_format: FORMAT`, or `head:` with the fields
+    of an ImageHead (virtual_size as a size with a unit)."""
+    if "head" in volume:
+        head = dict(volume["head"])
+        if head.get("virtual_size") is not None:
+            head["virtual_size"] = parse_size(head["virtual_size"])
+        return ImageHead(**head)
+    return ImageHead(volume["content_format"]) if "content_format" in volume else None
 
 
 def observed_from(data: dict, desired) -> Observed:
@@ -35,12 +50,15 @@ def observed_from(data: dict, desired) -> Observed:
             essence[key] = value
         essence.update(copy.deepcopy(d.get("essence") or {}))
         owner = d.get("ownership", {"project": desired.project})
+        # `spec_file: SPECS` is the case's own spec file, as a domain made from it records it.
         ownership = None if owner is None else Ownership(
             project=owner["project"],
-            volumes=tuple(VolumeRef(v["pool"], v["name"], v.get("keep", False)) for v in owner.get("volumes", [])))
+            spec_file=desired.absolute_files[0] if owner.get("spec_file") == "SPECS" else owner.get("spec_file", ""),
+            volumes=tuple(VolumeRef(v["pool"], v["name"], v.get("keep", False)) for v in owner.get("volumes", [])),
+            stop_timeout=owner.get("stop_timeout"))
         if ownership is not None and "applied" in (owner or {}):
             applied = copy.deepcopy(wanted[d["like"]].essence()) if owner["applied"] == "like" else owner["applied"]
-            ownership = Ownership(project=ownership.project, volumes=ownership.volumes, applied=applied)
+            ownership = dataclasses.replace(ownership, applied=applied)
         live = None
         if d.get("running", True):
             live = copy.deepcopy(essence)
@@ -52,7 +70,7 @@ def observed_from(data: dict, desired) -> Observed:
     pools = {p["name"]: ObservedPool(p["name"], p.get("active", True), p.get("path", "/x")) for p in data.get("pools", [])}
     volumes = {(v["pool"], v["name"]): ObservedVolume(v["pool"], v["name"], parse_size(v["capacity"]), 0,
                                                       v.get("format", "qcow2"), v.get("path", f"/x/{v['name']}"),
-                                                      v.get("backing"), v.get("content_format"))
+                                                      v.get("backing"), head_from(v))
                for v in data.get("volumes", [])}
     # A seed is given as the files it holds; `like: DOMAIN` holds exactly what that spec wants.
     seeds = {}
@@ -64,8 +82,9 @@ def observed_from(data: dict, desired) -> Observed:
         seeds[(s["pool"], s["name"])] = ObservedSeed(files, seed.instance_id_of(files.get("meta-data", b"")) if files else None)
         volumes.setdefault((s["pool"], s["name"]), ObservedVolume(s["pool"], s["name"], 65536, 0, "raw", f"/x/{s['name']}"))
     aliases = {tuple(k.split("/")): v for k, v in (data.get("machine_aliases") or {}).items()}
+    attached = {tuple(k.split("/")): tuple(v) for k, v in (data.get("attached") or {}).items()}
     return Observed(uri="test:///plain", domains=domains, pools=pools, volumes=volumes, seeds=seeds,
-                    machine_aliases=aliases)
+                    machine_aliases=aliases, attached=attached)
 
 
 @pytest.mark.parametrize("case_file", CASES, ids=[c.stem for c in CASES])
@@ -105,6 +124,9 @@ def test_planner_case(case_file: Path, tmp_path: Path) -> None:
     for label, reason in (expect.get("reasons") or {}).items():
         action = next(a for a in plan.actions if f"{a.kind.glyph} {a.resource.value} {a.name}" == label)
         assert reason in action.reason, f"reason of {label}: {action.reason!r}"
+    for label, timeout in (expect.get("stop_timeouts") or {}).items():
+        action = next(a for a in plan.actions if f"{a.kind.glyph} {a.resource.value} {a.name}" == label)
+        assert action.payload["stop_timeout"] == timeout, f"stop_timeout of {label}"
     for label, deps in (expect.get("depends") or {}).items():
         action = next(a for a in plan.actions if f"{a.kind.glyph} {a.resource.value} {a.name}" == label)
         assert set(deps) <= set(action.depends_on), f"{label} depends on {action.depends_on}"
