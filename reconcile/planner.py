@@ -640,6 +640,8 @@ def _overlay_faults(disk: Disk, vol: ObservedVolume, base: _Base | None) -> list
         return out
     head = vol.head if vol.head is not None and vol.head.format == "qcow2" else None
     backing = head.backing if head is not None else vol.backing
+    if backing and not backing.startswith("/") and vol.path:  # qemu resolves a relative name beside the overlay
+        backing = os.path.normpath(os.path.join(os.path.dirname(vol.path), backing))
     if backing != base.path:
         out.append(Change(f"disks[{disk.target}].backing", backing, base.path, ChangeClass.RECREATE))
     elif head is not None and base.format is not None and head.backing_format != base.format:
