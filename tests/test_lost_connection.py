@@ -84,24 +84,20 @@ class Relay:
                 s.close()
 
 
-def test_connection_lost_mid_apply_then_rerun_converges(lab, tmp_path):
-    if not os.path.exists(DAEMON_SOCKET):
-        pytest.skip(f"no {DAEMON_SOCKET}")
-    names = [lab.dom(f"n{i}") for i in range(4)]
-    lab.spec("lost.yaml", "domains:\n" + "".join(
-        f"  - {{name: {n}, type: {DOMAIN_TYPE}, memory: 64MiB, stop_timeout: 0,"
-        f" disks: [{{pool: {lab.pool}, size: 16MiB}}]}}\n" for n in names))
+def apply_through_relay(lab, tmp_path, parallel: str, breaking) -> tuple[subprocess.Popen, str, str]:
+    """`apply` through a relay to libvirtd, which `breaking(relay)` breaks once the first
+    action is done; returns the ended process and what it printed."""
     path = str(tmp_path / "relay.sock")
     relay = Relay(path)
     env = dict(os.environ, LIBVIRT_DEFAULT_URI=f"qemu+unix:///system?socket={path}")
-    proc = subprocess.Popen([sys.executable, "-m", "reconcile", "apply", "--parallel", "1", str(lab.specs)],
+    proc = subprocess.Popen([sys.executable, "-m", "reconcile", "apply", "--parallel", parallel, str(lab.specs)],
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines = []
     try:
         for line in proc.stdout:
             lines.append(line)
-            if ": applied" in line:  # the first action is done: now libvirtd "goes away"
-                relay.cut()
+            if ": applied" in line:
+                breaking(relay)
                 break
         out = "".join(lines) + proc.stdout.read()
         err = proc.stderr.read()
@@ -110,6 +106,18 @@ def test_connection_lost_mid_apply_then_rerun_converges(lab, tmp_path):
         if proc.poll() is None:
             proc.kill()
         relay.cut()
+    return proc, out, err
+
+
+def test_connection_lost_mid_apply_then_rerun_converges(lab, tmp_path):
+    if not os.path.exists(DAEMON_SOCKET):
+        pytest.skip(f"no {DAEMON_SOCKET}")
+    names = [lab.dom(f"n{i}") for i in range(4)]
+    lab.spec("lost.yaml", "domains:\n" + "".join(
+        f"  - {{name: {n}, type: {DOMAIN_TYPE}, memory: 64MiB, stop_timeout: 0,"
+        f" disks: [{{pool: {lab.pool}, size: 16MiB}}]}}\n" for n in names))
+    # the first action is done: now libvirtd "goes away"
+    proc, out, err = apply_through_relay(lab, tmp_path, "1", Relay.cut)
     assert proc.returncode == 1, out + err
     assert "Traceback" not in err, err
     assert "lost the connection to libvirtd" in err, err
@@ -133,25 +141,8 @@ def test_a_libvirtd_restart_mid_apply_is_reported_as_it_happened(lab, tmp_path):
     names = [lab.dom(f"r{i}") for i in range(6)]
     lab.spec("restart.yaml", "domains:\n" + "".join(
         f"  - {{name: {n}, type: {DOMAIN_TYPE}, memory: 64MiB, stop_timeout: 0}}\n" for n in names))
-    path = str(tmp_path / "relay.sock")
-    relay = Relay(path)
-    env = dict(os.environ, LIBVIRT_DEFAULT_URI=f"qemu+unix:///system?socket={path}")
-    proc = subprocess.Popen([sys.executable, "-m", "reconcile", "apply", "--parallel", "3", str(lab.specs)],
-                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    lines = []
-    try:
-        for line in proc.stdout:
-            lines.append(line)
-            if ": applied" in line:
-                relay.drop()  # libvirtd restarts: the connection breaks, a new one works
-                break
-        out = "".join(lines) + proc.stdout.read()
-        err = proc.stderr.read()
-        proc.wait(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        relay.cut()
+    # libvirtd restarts: the connection breaks, a new one works
+    proc, out, err = apply_through_relay(lab, tmp_path, "3", Relay.drop)
     assert proc.returncode == 1, out + err
     assert "Traceback" not in err, err
     skipped = int(re.search(r"Recap: .* (\d+) skipped", out).group(1))
