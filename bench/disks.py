@@ -18,9 +18,11 @@ import libvirt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from reconcile import planner, seed, specs  # noqa: E402
-from reconcile.executor import execute  # noqa: E402
-from reconcile.libvirt_host import LibvirtHost  # noqa: E402
+from reconcile import plan as planner  # noqa: E402
+from reconcile.codec import seed  # noqa: E402
+from reconcile import spec as specs  # noqa: E402
+from reconcile.apply.executor import execute  # noqa: E402
+from reconcile.host import LibvirtHost  # noqa: E402
 from reconcile.model import Status  # noqa: E402
 from run import PREFIX, cleanup  # noqa: E402 - bench/run.py, beside this file
 

@@ -46,8 +46,10 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from reconcile import cli, domxml, specs  # noqa: E402
-from reconcile.executor import DEFAULT_PARALLEL  # noqa: E402
+from reconcile import cli  # noqa: E402
+from reconcile.codec import domain as domxml  # noqa: E402
+from reconcile import spec as specs  # noqa: E402
+from reconcile.apply.executor import DEFAULT_PARALLEL  # noqa: E402
 from reconcile.model import Ownership, VolumeRef  # noqa: E402
 
 PREFIX = os.environ.get("RECONCILE_BENCH_PREFIX", "rcbench-")

@@ -17,7 +17,7 @@ import sys
 import threading
 
 from reconcile import cli
-from reconcile.libvirt_host import LibvirtHost
+from reconcile.host import LibvirtHost
 
 PRIMITIVES = ("ensure_pool", "ensure_network", "define_domain", "apply_live", "create_volume", "grow_volume",
               "upload_volume", "write_volume", "start_domain", "stop_domain", "delete_volume", "undefine_domain")

@@ -15,8 +15,8 @@ import time
 
 import pytest
 
-from reconcile.executor import execute
-from reconcile.libvirt_host import LibvirtHost
+from reconcile.apply.executor import execute
+from reconcile.host import LibvirtHost
 from reconcile.model import Action, ActionKind, Plan, PoolSpec, Origin, ResourceKind, Status
 
 from .conftest import DOMAIN_TYPE, SYSTEM_URI

@@ -18,7 +18,7 @@ import xml.etree.ElementTree as ET
 import libvirt
 import pytest
 
-from reconcile import domxml
+from reconcile.codec import domain as domxml
 
 from .conftest import DOMAIN_TYPE, REPO, cleanup_host
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from reconcile import specs
+from reconcile import spec as specs
 from reconcile.errors import SpecError
 
 from .conftest import write

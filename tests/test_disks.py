@@ -25,7 +25,7 @@ import libvirt
 import pytest
 import yaml
 
-from reconcile import seed
+from reconcile.codec import seed
 
 from .conftest import DOMAIN_TYPE, REPO
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from reconcile import domxml
+from reconcile.codec import domain as domxml
 from reconcile.model import Cdrom, Console, Disk, DomainSpec, Graphics, Interface, Origin, Ownership
 
 BASE = """

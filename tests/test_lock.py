@@ -19,8 +19,8 @@ import time
 
 import pytest
 
-from reconcile.libvirt_host import LibvirtHost
-from reconcile.lock import lock_name
+from reconcile.host import LibvirtHost
+from reconcile.apply.lock import lock_name
 
 from .conftest import DOMAIN_TYPE, REPO, SYSTEM_URI
 

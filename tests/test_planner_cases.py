@@ -18,11 +18,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from reconcile import planner, seed, specs
-from reconcile.imagehead import ImageHead
+from reconcile import plan as planner
+from reconcile.codec import seed
+from reconcile import spec as specs
+from reconcile.model import ImageHead
 from reconcile.model import Observed, ObservedDomain, ObservedPool, ObservedSeed, ObservedVolume, Ownership, VolumeRef
-from reconcile.render import change_line, change_text, dumps, plan_json, plan_text
-from reconcile.units import parse_size
+from reconcile.cli.render import change_line, change_text, dumps, plan_json, plan_text
+from reconcile.model.units import parse_size
 
 CASES = sorted((Path(__file__).parent / "planner" / "cases").glob("*.yaml"))
 

@@ -10,8 +10,8 @@ import re
 
 import pytest
 
-from reconcile import specs
-from reconcile.schema_check import compile_schema
+from reconcile import spec as specs
+from reconcile.spec.quick_check import compile_schema
 
 from .conftest import REPO
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from reconcile import specs
+from reconcile import spec as specs
 from reconcile.errors import SpecError
 
 from .conftest import run_cli

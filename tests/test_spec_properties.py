@@ -17,7 +17,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reconcile import domxml, specs
+from reconcile.codec import domain as domxml
+from reconcile import spec as specs
 from reconcile.errors import SpecError
 from reconcile.model import Desired, Ownership
 

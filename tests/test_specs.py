@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from reconcile import specs
+from reconcile import spec as specs
 from reconcile.errors import SpecError
-from reconcile.reference import reference_markdown
+from reconcile.spec.reference import reference_markdown
 
 from .conftest import REPO, run_cli, write
 

@@ -14,7 +14,7 @@ import time
 import libvirt
 import pytest
 
-from reconcile.libvirt_host import LibvirtHost
+from reconcile.host import LibvirtHost
 
 from .conftest import DOMAIN_TYPE, SYSTEM_URI
 

@@ -13,9 +13,12 @@ import jsonschema
 import libvirt
 import pytest
 
-from reconcile import executor, planner, render, specs
-from reconcile.executor import execute
-from reconcile.libvirt_host import LibvirtHost, translate
+from reconcile.apply import executor
+from reconcile import plan as planner
+from reconcile.cli import render
+from reconcile import spec as specs
+from reconcile.apply.executor import execute
+from reconcile.host import LibvirtHost, translate
 from reconcile.errors import Conflict
 from reconcile.model import ActionKind, Status
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .model import Change
+from ..model import Change
 
 COLLECTIONS = ("disks", "cdroms")
 # Lists whose order is their meaning: a change anywhere is a change of the whole field.

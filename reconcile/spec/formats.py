@@ -11,7 +11,7 @@ import ipaddress
 import re
 from collections.abc import Callable
 
-from .units import parse_size
+from ..model.units import parse_size
 
 _NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
 _INDEX = re.compile(r"\{index(?::0[1-9])?\}")

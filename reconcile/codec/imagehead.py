@@ -15,7 +15,8 @@ whose head still holds the marker is an import that never finished, whatever its
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+
+from ..model.observed import ImageHead
 
 QCOW2_MAGIC = b"QFI\xfb"
 # The head a reading takes, and what an import holds back until the end: the qcow2 header,
@@ -27,20 +28,6 @@ HEAD_BYTES = 4096
 UNFINISHED = b"RECONCILE-IMPORT-UNFINISHED\n"
 _BACKING_FORMAT_EXT = 0xE2792ACA
 _END_EXT = 0
-
-
-@dataclass(frozen=True)
-class ImageHead:
-    """An image as its header describes it. `virtual_size` is None for raw (the file's size)."""
-
-    format: str  # qcow2 | raw | unfinished
-    virtual_size: int | None = None
-    backing: str | None = None
-    backing_format: str | None = None  # None: the overlay does not say (qemu would probe it)
-
-    @property
-    def unfinished(self) -> bool:
-        return self.format == "unfinished"
 
 
 def unfinished_marker(length: int) -> bytes:

@@ -16,7 +16,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from typing import Any
 
-from .model import DomainSpec, Ownership, VolumeRef
+from ..model import DomainSpec, Ownership, VolumeRef
 
 NAMESPACE = "http://reconcile.dev/xmlns/domain/1"
 PREFIX = "reconcile"
@@ -481,3 +481,14 @@ def disk_sources(xml: str) -> tuple[set[str], set[tuple[str, str]]]:
                 volumes.add((attrs["pool"], attrs["volume"]))
     return files, volumes
 
+
+def machine_aliases(capabilities_xml: str) -> dict[tuple[str, str], str]:
+    """Machine types the hypervisor resolves, from its capabilities: (arch, alias) -> canonical."""
+    out: dict[tuple[str, str], str] = {}
+    root = ET.fromstring(capabilities_xml)
+    for arch in root.findall("guest/arch"):
+        for machine in arch.findall("machine") + arch.findall("domain/machine"):
+            canonical = machine.get("canonical")
+            if canonical and machine.text:
+                out[(arch.get("name", ""), machine.text)] = canonical
+    return out

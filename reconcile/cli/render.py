@@ -11,9 +11,9 @@ import json
 from collections import Counter
 from typing import Any
 
-from .errors import Diagnostic, shown_path
-from .model import ActionKind, ApplyResult, Change, Plan, Reference, ResourceKind, Status
-from .units import format_size
+from ..errors import Diagnostic, shown_path
+from ..model import ActionKind, ApplyResult, Change, Plan, Reference, ResourceKind, Status
+from ..model.units import format_size
 
 FORMAT_VERSION = 1
 _KIB_FIELDS = {"memory", "current_memory"}

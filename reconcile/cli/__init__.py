@@ -19,13 +19,14 @@ import time
 import traceback
 from collections.abc import Iterator, Sequence
 
-from . import render, specs
-from .errors import ReconcileError, SpecError
-from .executor import DEFAULT_PARALLEL, execute
-from .lock import DEFAULT_LOCK_TIMEOUT, RunLock, clear_stale
-from .model import Action, ActionResult, Plan
-from .planner import Options, plan_destroy
-from .planner import plan as make_plan
+from . import render
+from .. import spec as specs
+from ..errors import ReconcileError, SpecError
+from ..apply.executor import DEFAULT_PARALLEL, execute
+from ..apply.lock import DEFAULT_LOCK_TIMEOUT, RunLock, clear_stale
+from ..model import Action, ActionResult, Plan
+from ..plan import Options, plan_destroy
+from ..plan import plan as make_plan
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
 
@@ -345,7 +346,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
     if args.command == "validate":
         return validate(specs.load(args.paths, project=args.project), console)
 
-    from .libvirt_host import LibvirtHost  # imported late: validate works without libvirt
+    from ..host import LibvirtHost  # imported late: validate works without libvirt
 
     host = LibvirtHost(default_uri(args.connect))
     try:
@@ -462,8 +463,8 @@ def lost_connection_message(result, uri: str, command: str) -> str:
 
 def export(args: argparse.Namespace, console: Console) -> int:
     """Spec YAML for existing domains, so a hand-made lab can be brought under management."""
-    from . import export as exporter
-    from .libvirt_host import LibvirtHost
+    from ..codec import export as exporter
+    from ..host import LibvirtHost
 
     host = LibvirtHost(default_uri(args.connect))
     try:

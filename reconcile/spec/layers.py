@@ -12,8 +12,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from .errors import Diagnostic
-from .model import Origin
+from ..errors import Diagnostic
+from ..model import Origin
 
 DIRECTORY_DEFAULTS = ("_defaults.yaml", "_defaults.yml")
 _INDEX = re.compile(r"\{index(?::0([1-9]))?\}")

@@ -14,8 +14,8 @@ import os
 import urllib.parse
 from typing import BinaryIO
 
-from .errors import ReconcileError
-from .model import shown_source
+from ..errors import ReconcileError
+from ..model import shown_source
 
 CHUNK = 1024 * 1024
 TIMEOUT = 60  # seconds without data before a download is given up

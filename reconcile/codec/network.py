@@ -10,7 +10,7 @@ import ipaddress
 import xml.etree.ElementTree as ET
 from typing import Any
 
-from .model import NetworkSpec
+from ..model import NetworkSpec
 
 NAMESPACE = "http://reconcile.dev/xmlns/network/1"
 ET.register_namespace("reconcile-net", NAMESPACE)

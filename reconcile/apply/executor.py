@@ -36,10 +36,11 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from . import seed, sources
-from .errors import ConnectionLost, HostError, ReconcileError
-from .imagehead import ImageHead
-from .model import DEFAULT_STOP_TIMEOUT, Action, ActionKind, ActionResult, ApplyResult, Plan, ResourceKind, Status
+from ..codec import seed
+from . import sources
+from ..errors import ConnectionLost, HostError, ReconcileError
+from ..codec.imagehead import ImageHead
+from ..model import DEFAULT_STOP_TIMEOUT, Action, ActionKind, ActionResult, ApplyResult, Plan, ResourceKind, Status
 
 # Most of an action's time is spent waiting for libvirtd and QEMU, not on our CPU, so more
 # workers than cores pay off: on a 2-core host 20 domains start about 3x faster from 8

@@ -23,10 +23,12 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from . import diff, domxml, netxml
-from .model import (Action, ActionKind, Backing, Change, ChangeClass, Desired, Disk, DomainSpec, NetworkSpec, Note,
+from . import diff
+from ..codec import domain as domxml
+from ..codec import network as netxml
+from ..model import (Action, ActionKind, Backing, Change, ChangeClass, Desired, Disk, DomainSpec, NetworkSpec, Note,
                     Observed, ObservedDomain, ObservedVolume, Ownership, Pending, Plan, ResourceKind, State, VolumeRef, shown_source)
-from .units import format_size
+from ..model.units import format_size
 
 _PHASE = {
     (ResourceKind.POOL, ActionKind.CREATE): 0,

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .errors import ReconcileError
-from .model import Observed
+from ..errors import ReconcileError
+from ..model import Observed
 
 
 def size_text(n: int) -> str:

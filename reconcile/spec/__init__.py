@@ -26,21 +26,21 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from .errors import Diagnostic, SpecError, shown_path
-from . import netxml
+from ..errors import Diagnostic, SpecError, shown_path
+from ..codec import network as netxml
 from .formats import FORMATS, check_name
-from .expand import DIRECTORY_DEFAULTS, Layer, Located, expand_index, field_text, has_index, merge_layers
-from .model import (DEFAULT_STOP_TIMEOUT, Backing, Cdrom, Console, Desired, Disk, DomainSpec, Graphics, ImageSpec, Interface,
+from .layers import DIRECTORY_DEFAULTS, Layer, Located, expand_index, field_text, has_index, merge_layers
+from ..model import (DEFAULT_STOP_TIMEOUT, Backing, Cdrom, Console, Desired, Disk, DomainSpec, Graphics, ImageSpec, Interface,
                     NetworkSpec, Origin, PoolSpec, Reference, Seed, State)
-from .schema_check import ANNOTATIONS, compile_schema
-from .units import parse_size
+from .quick_check import ANNOTATIONS, compile_schema
+from ..model.units import parse_size
 
 if TYPE_CHECKING:
     import jsonschema  # imported where a file has problems: it is a third of the start-up time
 
 __all__ = ["SpecError", "load", "load_schema", "REFERENCES"]
 
-SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
+SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
 SPEC_SCHEMA = SCHEMA_DIR / "spec.schema.json"
 SUFFIXES = (".yaml", ".yml")
 MAX_NODES = 100_000  # values aliases may add; an alias bomb expands past this long before memory runs out

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from .errors import ReconcileError
+from ..errors import ReconcileError
 
 HEARTBEAT = 10.0
 STALE_AFTER = 60.0

@@ -1,0 +1,23 @@
+"""The shapes that flow through reconcile: desired state, observed state, plans, results.
+
+Specs load into `Desired` (`desired`); the live host is read into `Observed` (`observed`);
+both describe a domain by the same "essence" (a plain dict of the fields a spec can
+express), so that planning is a comparison of like with like. A `Plan` and its results are
+in `plan`; sizes with units in `units`. Everything here is immutable data with no I/O.
+May import: `errors` only; every other package imports this one.
+"""
+
+from .desired import (DEFAULT_STOP_TIMEOUT, Backing, Cdrom, Console, Desired, Disk, DomainSpec, Graphics, ImageSpec,
+                      Interface, NetworkSpec, Origin, PoolSpec, Reference, Seed, State, short_digest, shown_source)
+from .observed import (ImageHead, Observed, ObservedDomain, ObservedNetwork, ObservedPool, ObservedSeed,
+                       ObservedVolume, Ownership, VolumeRef)
+from .plan import (Action, ActionKind, ActionResult, ApplyResult, Change, ChangeClass, Note, Pending, Plan,
+                   ResourceKind, Status)
+
+__all__ = [
+    "DEFAULT_STOP_TIMEOUT", "Backing", "Cdrom", "Console", "Desired", "Disk", "DomainSpec", "Graphics", "ImageSpec",
+    "Interface", "NetworkSpec", "Origin", "PoolSpec", "Reference", "Seed", "State", "short_digest", "shown_source",
+    "ImageHead", "Observed", "ObservedDomain", "ObservedNetwork", "ObservedPool", "ObservedSeed", "ObservedVolume",
+    "Ownership", "VolumeRef", "Action", "ActionKind", "ActionResult", "ApplyResult", "Change", "ChangeClass", "Note",
+    "Pending", "Plan", "ResourceKind", "Status",
+]

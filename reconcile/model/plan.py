@@ -1,0 +1,153 @@
+"""A plan and what running it gave: the verbs, the changes, the notes, the results.
+Immutable data, no I/O.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class ActionKind(str, enum.Enum):
+    """The verbs of a plan; `glyph` is what a reviewer sees in front of each line."""
+
+    CREATE = "create"
+    UPDATE = "update"
+    DESTROY = "destroy"
+    START = "start"
+    STOP = "stop"
+
+    @property
+    def glyph(self) -> str:
+        return {"create": "+", "update": "~", "destroy": "-", "start": ">", "stop": "<"}[self.value]
+
+
+class ResourceKind(str, enum.Enum):
+    POOL = "pool"
+    NETWORK = "network"
+    IMAGE = "image"
+    VOLUME = "volume"
+    DOMAIN = "domain"
+
+
+class ChangeClass(str, enum.Enum):
+    """How a change reaches a running domain; decided by the planner, shown per change."""
+
+    LIVE = "live"            # applied to the running domain at once, and to its config
+    NEXT_BOOT = "next-boot"  # config changed; the running domain picks it up when it next boots
+    RESTART = "restart"      # config changed; needs a stop and a start to take effect
+    RECREATE = "recreate"    # identity-level: the domain or a disk is replaced; refused unless allowed
+
+
+@dataclass(frozen=True)
+class Change:
+    """One field that differs: `before` is what the host has, `after` what the spec wants.
+
+    `drift` says the host moved away from what reconcile last applied while the spec stayed
+    the same: someone changed it behind reconcile's back.
+    """
+
+    path: str
+    before: Any
+    after: Any
+    klass: ChangeClass | None = None
+    drift: bool = False
+
+
+@dataclass(frozen=True)
+class Action:
+    kind: ActionKind
+    resource: ResourceKind
+    name: str
+    reason: str
+    changes: tuple[Change, ...] = ()
+    depends_on: tuple[str, ...] = ()
+    # What the executor needs to act: a DomainSpec, PoolSpec, volume parameters, ...
+    payload: Any = field(default=None, compare=False, repr=False)
+
+    @property
+    def id(self) -> str:
+        return f"{self.resource.value}:{self.name}:{self.kind.value}"
+
+
+@dataclass(frozen=True)
+class Note:
+    """Something the plan reports without acting: a converged resource, an unmanaged one."""
+
+    resource: ResourceKind
+    name: str
+    message: str
+    refused: bool = False  # True: the specs ask for something reconcile will not do
+    always: bool = False  # shown in every plan, not only with -v: the user should know
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A running domain whose config is ahead of what it runs: `before` live, `after` config."""
+
+    name: str
+    reason: str
+    changes: tuple[Change, ...] = ()
+
+
+@dataclass(frozen=True)
+class Plan:
+    project: str
+    uri: str
+    actions: tuple[Action, ...] = ()
+    notes: tuple[Note, ...] = ()
+    # Changes already in a running domain's config that wait for its restart (on_change: defer).
+    pending: tuple[Pending, ...] = ()
+
+    @property
+    def drift(self) -> bool:
+        return any(c.drift for a in self.actions for c in a.changes)
+
+    @property
+    def refusals(self) -> tuple[Note, ...]:
+        return tuple(n for n in self.notes if n.refused)
+
+    @property
+    def empty(self) -> bool:
+        return not self.actions
+
+
+class Status(str, enum.Enum):
+    APPLIED = "applied"      # the action changed the host
+    UNCHANGED = "unchanged"  # re-checked right before acting: already converged
+    FAILED = "failed"
+    SKIPPED = "skipped"      # a dependency failed or was skipped
+
+
+@dataclass(frozen=True)
+class ActionResult:
+    action: Action
+    status: Status
+    message: str = ""
+    started: float = 0.0   # seconds since the epoch
+    finished: float = 0.0
+    # A stable word for machines: for a stop "graceful", "forced" or "already stopped".
+    outcome: str = ""
+    error: str = ""  # the kind of error of a failed action ("conflict", "host unavailable", ...)
+    attempts: int = 1  # more than one when the host called a failure temporary and it was tried again
+    connection_lost: bool = False  # it failed because the connection to libvirtd broke
+
+    @property
+    def duration(self) -> float:
+        return max(0.0, self.finished - self.started)
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    plan: Plan
+    results: tuple[ActionResult, ...]
+    wall_time: float = 0.0
+    connection_lost: bool = False  # the host went away mid-apply; the rest was not attempted
+
+    def count(self, status: Status) -> int:
+        return sum(1 for r in self.results if r.status == status)
+
+    @property
+    def ok(self) -> bool:
+        return not self.plan.refusals and all(r.status in (Status.APPLIED, Status.UNCHANGED) for r in self.results)
