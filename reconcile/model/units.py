@@ -46,7 +46,7 @@ def parse_size(text: object) -> int:
 
 def format_size(size: int) -> str:
     """The shortest exact binary spelling: 536870912 -> '512MiB', 1000 -> '1000B'."""
-    for unit in ("TiB", "GiB", "MiB", "KiB"):
+    for unit in ("PiB", "TiB", "GiB", "MiB", "KiB"):
         factor = _UNITS[unit.upper()]
         if size and size % factor == 0:
             return f"{size // factor}{unit}"

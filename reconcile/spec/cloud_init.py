@@ -1,0 +1,98 @@
+"""A domain's cloud-init seed composed from its spec: user-data, meta-data and network-config
+as files, given inline (a mapping or a block of text) or as a file beside the spec.
+
+The instance-id derives from the content (unless meta_data sets one), so changing user-data
+gives a new instance-id and cloud-init runs again at the next boot.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import Diagnostic
+from ..model import Seed
+from .layers import Located
+from .schema import _kind
+from .source import Path_
+
+MAX_FILE = 4 * 1024 * 1024  # cloud-init seeds are meant to be small
+
+
+def compose_seed(item: Located, domain: str, ci: dict[str, Any], pool: str, volume: str,
+                 problems: list[Diagnostic]) -> Seed | None:
+    """The seed of `domain`, or None (with the problems said) when a file cannot be had."""
+    contents: dict[str, bytes] = {}
+    for key, name, header in (("user_data", "user-data", "#cloud-config\n"),
+                              ("network_config", "network-config", "")):
+        if key not in ci:
+            continue
+        data = _content(item, ("cloud_init", key), ci[key], header, problems)
+        if data is None:
+            return None
+        contents[name] = data
+    meta = _meta_data(item, ci, problems) if "meta_data" in ci else {}
+    if meta is None:
+        return None
+    digest = hashlib.sha256()
+    for name in ("user-data", "network-config"):
+        digest.update(name.encode() + b"\0" + contents.get(name, b"") + b"\0")
+    digest.update(json.dumps(meta, sort_keys=True, default=str).encode())
+    instance_id = str(meta.get("instance-id") or f"{domain}-{digest.hexdigest()[:12]}")
+    meta = {"instance-id": instance_id, "local-hostname": meta.get("local-hostname", domain),
+            **{k: v for k, v in meta.items() if k not in ("instance-id", "local-hostname")}}
+    contents["meta-data"] = yaml.safe_dump(meta, sort_keys=False, default_flow_style=False).encode()
+    if "user-data" not in contents:  # NoCloud wants the file, even empty
+        contents["user-data"] = b"#cloud-config\n"
+    files = tuple((name, contents[name]) for name in ("meta-data", "user-data", "network-config") if name in contents)
+    whole = hashlib.sha256(b"".join(n.encode() + b"\0" + d + b"\0" for n, d in files)).hexdigest()
+    return Seed(pool=pool, volume=volume, files=files, digest="sha256:" + whole, instance_id=instance_id)
+
+
+def _content(item: Located, path: Path_, value: Any, header: str, problems: list[Diagnostic]) -> bytes | None:
+    if isinstance(value, dict):
+        return (header + yaml.safe_dump(value, sort_keys=False, default_flow_style=False)).encode()
+    if "\n" in value:  # a block of text (`|`): the file's content as it is
+        return value.encode()
+    return _read_beside(item, path, value, problems)
+
+
+def _meta_data(item: Located, ci: dict[str, Any], problems: list[Diagnostic]) -> dict[str, Any] | None:
+    value = ci["meta_data"]
+    path = ("cloud_init", "meta_data")
+    if isinstance(value, dict):
+        return dict(value)
+    data = value.encode() if "\n" in value else _read_beside(item, path, value, problems)
+    if data is None:
+        return None
+    try:
+        meta = yaml.safe_load(data) or {}
+    except yaml.YAMLError as exc:
+        problems.append(item.diag(path, f"not valid YAML ({exc}); expected a YAML mapping"))
+        return None
+    if not isinstance(meta, dict):
+        problems.append(item.diag(path, f"holds {_kind(meta)}; expected a YAML mapping"))
+        return None
+    return meta
+
+
+def _read_beside(item: Located, path: Path_, value: str, problems: list[Diagnostic]) -> bytes | None:
+    """A file a spec names, relative to the file that set the field."""
+    source, _ = item.where(path)
+    full = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(source.path)), value))
+    try:
+        data = Path(full).read_bytes()
+    except OSError as exc:
+        problems.append(item.diag(path, f"cannot read {full}: {exc.strerror or exc}; expected a file "
+                                        "beside the spec, a block of text or a mapping"))
+        return None
+    if len(data) > MAX_FILE:
+        problems.append(item.diag(path, f"{full} is larger than 4 MiB; expected a small file "
+                                        "(cloud-init seeds are meant to be small)"))
+        return None
+    return data
