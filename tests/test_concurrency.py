@@ -17,6 +17,7 @@ import pytest
 
 from reconcile.apply.executor import execute
 from reconcile.host import LibvirtHost
+from reconcile.model.steps import CreateVolume, EnsurePool, StartDomain, StopDomain
 from reconcile.model import Action, ActionKind, Plan, PoolSpec, Origin, ResourceKind, Status
 
 from .conftest import DOMAIN_TYPE, SYSTEM_URI
@@ -105,11 +106,11 @@ def test_pool_actions_run_alone_and_volume_actions_together():
     """Even with no dependency between them, a pool is never acted on while one of its
     volumes is, nor a domain by two actions at once; volumes of one pool do overlap."""
     pool = PoolSpec("p", "/nowhere", Origin("x.yaml"))
-    actions = [Action(ActionKind.CREATE, ResourceKind.VOLUME, f"p/v{i}", "", payload={
-        "pool": "p", "name": f"v{i}", "capacity": 1, "format": "raw"}) for i in range(6)]
-    actions.insert(3, Action(ActionKind.START, ResourceKind.POOL, "p", "", payload=pool))
-    actions += [Action(ActionKind.START, ResourceKind.DOMAIN, "d", ""),
-                Action(ActionKind.STOP, ResourceKind.DOMAIN, "d", "", payload={"stop_timeout": 0})]
+    actions = [Action(ActionKind.CREATE, ResourceKind.VOLUME, f"p/v{i}", "",
+                      payload=CreateVolume("p", f"v{i}", 1, "raw")) for i in range(6)]
+    actions.insert(3, Action(ActionKind.START, ResourceKind.POOL, "p", "", payload=EnsurePool(pool.name, pool.path)))
+    actions += [Action(ActionKind.START, ResourceKind.DOMAIN, "d", "", payload=StartDomain()),
+                Action(ActionKind.STOP, ResourceKind.DOMAIN, "d", "", payload=StopDomain(0))]
     host = Recording()
     result = execute(Plan("x", "test:///default", tuple(actions)), host, parallel=8)
     assert all(r.status is Status.APPLIED for r in result.results), result.results

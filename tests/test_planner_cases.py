@@ -128,7 +128,7 @@ def test_planner_case(case_file: Path, tmp_path: Path) -> None:
         assert reason in action.reason, f"reason of {label}: {action.reason!r}"
     for label, timeout in (expect.get("stop_timeouts") or {}).items():
         action = next(a for a in plan.actions if f"{a.kind.glyph} {a.resource.value} {a.name}" == label)
-        assert action.payload["stop_timeout"] == timeout, f"stop_timeout of {label}"
+        assert action.payload.stop_timeout == timeout, f"stop_timeout of {label}"
     for label, deps in (expect.get("depends") or {}).items():
         action = next(a for a in plan.actions if f"{a.kind.glyph} {a.resource.value} {a.name}" == label)
         assert set(deps) <= set(action.depends_on), f"{label} depends on {action.depends_on}"

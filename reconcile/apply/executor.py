@@ -24,7 +24,7 @@ again after a short pause (`RETRY_PAUSES`), three times in all; its result says 
 an action is safe for the same reason a re-run of the whole apply is: it re-checks first.
 
 The executor knows nothing of YAML, output formats or libvirt: it drives any object with
-the `Host` methods below.
+the `Host` methods of `runners`, where each kind of step has its runner.
 """
 
 from __future__ import annotations
@@ -34,13 +34,11 @@ import heapq
 import os
 import time
 from collections.abc import Callable
-from typing import Protocol
 
-from ..codec import seed
-from . import sources
 from ..errors import ConnectionLost, HostError, ReconcileError
-from ..codec.imagehead import ImageHead
-from ..model import DEFAULT_STOP_TIMEOUT, Action, ActionKind, ActionResult, ApplyResult, Plan, ResourceKind, Status
+from ..model import Action, ActionResult, ApplyResult, Plan, ResourceKind, Status
+from ..model.steps import VolumeStep
+from .runners import Host, run_action
 
 # Most of an action's time is spent waiting for libvirtd and QEMU, not on our CPU, so more
 # workers than cores pay off: on a 2-core host 20 domains start about 3x faster from 8
@@ -52,37 +50,6 @@ DEFAULT_PARALLEL = min(8, 4 * (os.cpu_count() or 1))
 RETRY_PAUSES = (0.5, 2.0)
 
 
-class Host(Protocol):
-    def define_domain(self, name: str, xml: str, autostart: bool) -> None: ...
-    def domain_exists(self, name: str) -> bool: ...
-    def start_domain(self, name: str) -> bool: ...
-    def record_state(self, name: str, state: str) -> None: ...
-    def stop_domain(self, name: str, timeout: float, force: bool = False) -> str: ...
-    def undefine_domain(self, name: str) -> bool: ...
-    def apply_live(self, name: str, ops: list[tuple]) -> list[str]: ...
-    def ensure_pool(self, name: str, path: str) -> bool: ...
-    def ensure_network(self, name: str, xml: str) -> bool: ...
-    def read_head(self, pool_name: str, name: str) -> ImageHead | None: ...
-    def create_volume(self, pool_name: str, name: str, capacity: int | None, fmt: str,
-                      backing: dict | None = None) -> bool: ...
-    def grow_volume(self, pool_name: str, name: str, capacity: int, domain: str | None = None,
-                    target: str | None = None) -> bool: ...
-    def delete_volume(self, pool_name: str, name: str) -> bool: ...
-    def upload_volume(self, pool_name: str, name: str, source, fmt: str) -> bool: ...
-    def write_volume(self, pool_name: str, name: str, data: bytes) -> None: ...
-    def read_volume(self, pool_name: str, name: str, limit: int) -> bytes | None: ...
-
-
-def _write_seed(host: Host, p: dict) -> tuple[Status, str]:
-    """Build and upload the seed ISO, unless the volume already holds exactly these files."""
-    current = host.read_volume(p["pool"], p["name"], seed.MAX_SEED_BYTES)
-    if current is not None and seed.read_iso(current) == dict(p["files"]):
-        return Status.UNCHANGED, "already holds these files"
-    data = seed.build_iso(p["files"])
-    host.write_volume(p["pool"], p["name"], data)
-    return Status.APPLIED, f"{len(data) // 1024} KiB"
-
-
 SHARED, EXCLUSIVE = False, True
 
 
@@ -91,8 +58,8 @@ def locks_of(action: Action) -> dict[str, bool]:
     if action.resource is ResourceKind.POOL:
         return {f"pool:{action.name}": EXCLUSIVE}
     p = action.payload
-    if isinstance(p, dict) and "pool" in p and "name" in p:  # writes a volume: a new one, an upload, a seed
-        return {f"pool:{p['pool']}": SHARED, f"volume:{p['pool']}/{p['name']}": EXCLUSIVE}
+    if isinstance(p, VolumeStep):  # writes a volume: a new one, an upload, a seed
+        return {f"pool:{p.pool}": SHARED, f"volume:{p.pool}/{p.name}": EXCLUSIVE}
     return {f"{action.resource.value}:{action.name}": EXCLUSIVE}
 
 
@@ -120,92 +87,6 @@ class _Locks:
                 del self.held[key]
 
 
-def describe_stop(how: str, timeout: float, force: bool) -> str:
-    """How a stop ended, in words; starts with the outcome ("graceful"/"forced")."""
-    if how == "graceful":
-        return "graceful: shut down after the ACPI power-button press"
-    if how == "forced":
-        if force:
-            return "forced: powered off at once (--force)"
-        if timeout <= 0:
-            return "forced: powered off at once (stop_timeout is 0)"
-        return f"forced: still running {timeout:g}s after the ACPI power-button press, so powered off"
-    return how
-
-
-def run_action(host: Host, action: Action, force: bool = False) -> tuple[Status, str, str]:
-    """Do one action: (status, message, outcome); UNCHANGED when the re-check finds it done.
-
-    `outcome` is a stable word for machines: for a stop "graceful", "forced" or "already
-    stopped"; empty for other actions.
-    """
-    if action.resource is ResourceKind.DOMAIN and action.kind is ActionKind.STOP:
-        timeout = action.payload.get("stop_timeout")
-        timeout = DEFAULT_STOP_TIMEOUT if timeout is None else timeout
-        how = host.stop_domain(action.name, timeout, force)
-        host.record_state(action.name, "stopped")
-        if how == "already stopped":
-            return Status.UNCHANGED, how, how
-        return Status.APPLIED, describe_stop(how, timeout, force), how
-    status, message = _run(host, action)
-    return status, message, ""
-
-
-def _run(host: Host, action: Action) -> tuple[Status, str]:
-    p = action.payload
-    kind, res = action.kind, action.resource
-    if res is ResourceKind.POOL:
-        changed = host.ensure_pool(p.name, p.path)
-        return (Status.APPLIED, "") if changed else (Status.UNCHANGED, "already exists and is active")
-    if res is ResourceKind.NETWORK:
-        changed = host.ensure_network(action.name, p["xml"])
-        return (Status.APPLIED, "") if changed else (Status.UNCHANGED, "already exists, active and autostarted")
-    if res is ResourceKind.IMAGE:
-        head = host.read_head(p["pool"], p["name"])
-        if head is not None and not head.unfinished:
-            return Status.UNCHANGED, "already imported"
-        if head is not None:  # reconcile's own marker: an import of ours that never finished
-            host.delete_volume(p["pool"], p["name"])
-        with sources.ImageSource(p["source"], p.get("sha256")) as src:
-            changed = host.upload_volume(p["pool"], p["name"], src, p["format"])
-            size = src.done
-        if not changed:
-            return Status.UNCHANGED, "already imported"
-        redone = "; the unfinished earlier import was removed first" if head is not None else ""
-        return Status.APPLIED, f"{size} bytes" + (", sha256 verified" if p.get("sha256") else "") + redone
-    if res is ResourceKind.VOLUME:
-        op = p.get("op", "create")
-        if op == "seed":
-            return _write_seed(host, p)
-        if kind is ActionKind.CREATE:
-            changed = host.create_volume(p["pool"], p["name"], p["capacity"], p["format"], p.get("backing"))
-            return (Status.APPLIED, "") if changed else (Status.UNCHANGED, "already exists")
-        if kind is ActionKind.UPDATE:
-            changed = host.grow_volume(p["pool"], p["name"], p["capacity"], p.get("domain"), p.get("target"))
-            return (Status.APPLIED, "grown") if changed else (Status.UNCHANGED, "already large enough")
-        if kind is ActionKind.DESTROY:
-            changed = host.delete_volume(p["pool"], p["name"])
-            return (Status.APPLIED, "") if changed else (Status.UNCHANGED, "already gone")
-    if res is ResourceKind.DOMAIN:
-        if kind is ActionKind.CREATE:
-            if host.domain_exists(action.name):
-                return Status.UNCHANGED, "already defined"
-            host.define_domain(action.name, p["xml"], p["autostart"])
-            return Status.APPLIED, ""
-        if kind is ActionKind.UPDATE:
-            host.define_domain(action.name, p["xml"], p["autostart"])
-            done = host.apply_live(action.name, p["live"]) if p.get("live") else []
-            return Status.APPLIED, "; ".join(done)
-        if kind is ActionKind.START:
-            changed = host.start_domain(action.name)
-            host.record_state(action.name, "running")
-            return (Status.APPLIED, "") if changed else (Status.UNCHANGED, "already running")
-        if kind is ActionKind.DESTROY:
-            changed = host.undefine_domain(action.name)
-            return (Status.APPLIED, "") if changed else (Status.UNCHANGED, "already gone")
-    raise ValueError(f"no way to {kind.value} a {res.value}")
-
-
 def execute(plan: Plan, host: Host, parallel: int = DEFAULT_PARALLEL, force: bool = False,
             on_result: Callable[[ActionResult], None] | None = None,
             on_start: Callable[[Action, float], None] | None = None) -> ApplyResult:
@@ -215,100 +96,120 @@ def execute(plan: Plan, host: Host, parallel: int = DEFAULT_PARALLEL, force: boo
     as actions start and end (for progress); they must not block for long.
     """
     started = time.monotonic()
-    by_id = {a.id: a for a in plan.actions}
-    order = {a.id: i for i, a in enumerate(plan.actions)}
-    results: dict[str, ActionResult] = {}
-    waiting_on: dict[str, int] = {}  # action id -> dependencies not yet ended
-    dependents: dict[str, list[str]] = {aid: [] for aid in by_id}
-    for a in plan.actions:
-        deps = {d for d in a.depends_on if d in by_id}
-        waiting_on[a.id] = len(deps)
-        for d in deps:
-            dependents[d].append(a.id)
-    ready = [(order[a.id], a.id) for a in plan.actions if waiting_on[a.id] == 0]  # a heap, in plan order
-    locks = _Locks()
-    lost: list[str] = []  # why nothing new starts: the connection was lost
-
-    def finish(result: ActionResult) -> None:
-        results[result.action.id] = result
-        if on_result:
-            on_result(result)
-        failed = result.status in (Status.FAILED, Status.SKIPPED)
-        for dep in dependents[result.action.id]:
-            if dep in results:
-                continue
-            if failed:
-                now = time.time()
-                finish(ActionResult(by_id[dep], Status.SKIPPED,
-                                    f"because {result.action.id} {result.status.value}", now, now))
-                continue
-            waiting_on[dep] -= 1
-            if waiting_on[dep] == 0:
-                heapq.heappush(ready, (order[dep], dep))
-
-    def attempt(action: Action) -> ActionResult:
-        t0 = time.time()
-        temporary: list[str] = []  # the temporary failures so far
-        while True:
-            try:
-                status, message, outcome = run_action(host, action, force)
-            except ReconcileError as exc:
-                if isinstance(exc, HostError) and exc.transient and len(temporary) < len(RETRY_PAUSES):
-                    time.sleep(RETRY_PAUSES[len(temporary)])
-                    temporary.append(str(exc))
-                    continue
-                note = f" (tried {len(temporary) + 1} times; the host called it temporary)" if temporary else ""
-                if isinstance(exc, ConnectionLost):
-                    # libvirtd may have done it and lost only the answer (a start whose domain
-                    # runs): the outcome is not known, and the message must not claim one.
-                    note += "; the connection broke while this ran, so whether it took effect is unknown"
-                return ActionResult(action, Status.FAILED, f"{exc}{note}", t0, time.time(),
-                                    error=getattr(exc, "kind", "error"), attempts=len(temporary) + 1,
-                                    connection_lost=isinstance(exc, ConnectionLost))
-            break
-        if temporary:
-            retried = f"after {len(temporary)} temporary failure{'s' if len(temporary) > 1 else ''}: {temporary[-1]}"
-            message = f"{message}; {retried}" if message else retried
-        return ActionResult(action, status, message, t0, time.time(), outcome=outcome, attempts=len(temporary) + 1)
-
+    run = _Run(plan, on_result)
     workers = max(1, parallel)
     with cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="reconcile") as pool:
         running: dict[cf.Future[ActionResult], Action] = {}
-        while ready or running:
-            deferred = []  # ready, but what they act on is busy
-            while ready and len(running) < workers:
-                _, aid = heapq.heappop(ready)
-                action = by_id[aid]
-                if aid in results:  # skipped meanwhile
-                    continue
-                if lost:
-                    now = time.time()
-                    finish(ActionResult(action, Status.SKIPPED, f"not attempted: {lost[0]}", now, now))
-                    continue
-                wanted = locks_of(action)
-                if locks.free(wanted):
-                    locks.take(wanted)
-                    if on_start:
-                        on_start(action, time.time())
-                    running[pool.submit(attempt, action)] = action
-                else:
-                    deferred.append((order[aid], aid))
-            for item in deferred:
-                heapq.heappush(ready, item)
+        while run.ready or running:
+            for action in run.startable(workers - len(running)):
+                if on_start:
+                    on_start(action, time.time())
+                running[pool.submit(attempt, host, action, force)] = action
             if not running:
                 break
             done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
-            for future in sorted(done, key=lambda f: order[running[f].id]):
-                action = running.pop(future)
-                locks.release(locks_of(action))
-                result = future.result()
-                if result.connection_lost and not lost:
-                    lost.append("the connection to the host was lost")
-                finish(result)
-    missing = [a.id for a in plan.actions if a.id not in results]
+            for future in sorted(done, key=lambda f: run.order[running[f].id]):
+                run.ended(running.pop(future), future.result())
+    missing = [a.id for a in plan.actions if a.id not in run.results]
     if missing:
         raise RuntimeError(f"plan has a dependency cycle among {sorted(missing)}")
-
-    ordered = tuple(results[a.id] for a in plan.actions)
+    ordered = tuple(run.results[a.id] for a in plan.actions)
     return ApplyResult(plan=plan, results=ordered, wall_time=time.monotonic() - started,
-                       connection_lost=bool(lost))
+                       connection_lost=bool(run.lost))
+
+
+class _Run:
+    """The scheduling state of one execution: what is ready, what waits on what, which keys
+    are held. Used by the scheduling thread only."""
+
+    def __init__(self, plan: Plan, on_result: Callable[[ActionResult], None] | None):
+        self.by_id = {a.id: a for a in plan.actions}
+        self.order = {a.id: i for i, a in enumerate(plan.actions)}
+        self.results: dict[str, ActionResult] = {}
+        self.waiting_on: dict[str, int] = {}  # action id -> dependencies not yet ended
+        self.dependents: dict[str, list[str]] = {aid: [] for aid in self.by_id}
+        for a in plan.actions:
+            deps = {d for d in a.depends_on if d in self.by_id}
+            self.waiting_on[a.id] = len(deps)
+            for d in deps:
+                self.dependents[d].append(a.id)
+        self.ready = [(self.order[a.id], a.id) for a in plan.actions if self.waiting_on[a.id] == 0]  # a heap
+        self.locks = _Locks()
+        self.lost = ""  # why nothing new starts: the connection was lost
+        self.on_result = on_result
+
+    def startable(self, room: int) -> list[Action]:
+        """Up to `room` ready actions whose keys are free, their keys taken; the rest stay ready."""
+        out: list[Action] = []
+        deferred = []  # ready, but what they act on is busy
+        while self.ready and len(out) < room:
+            _, aid = heapq.heappop(self.ready)
+            action = self.by_id[aid]
+            if aid in self.results:  # skipped meanwhile
+                continue
+            if self.lost:
+                now = time.time()
+                self.finish(ActionResult(action, Status.SKIPPED, f"not attempted: {self.lost}", now, now))
+                continue
+            wanted = locks_of(action)
+            if self.locks.free(wanted):
+                self.locks.take(wanted)
+                out.append(action)
+            else:
+                deferred.append((self.order[aid], aid))
+        for item in deferred:
+            heapq.heappush(self.ready, item)
+        return out
+
+    def ended(self, action: Action, result: ActionResult) -> None:
+        self.locks.release(locks_of(action))
+        if result.connection_lost and not self.lost:
+            self.lost = "the connection to the host was lost"
+        self.finish(result)
+
+    def finish(self, result: ActionResult) -> None:
+        """Record a result; its dependents become ready, or are skipped with it as the cause."""
+        self.results[result.action.id] = result
+        if self.on_result:
+            self.on_result(result)
+        failed = result.status in (Status.FAILED, Status.SKIPPED)
+        for dep in self.dependents[result.action.id]:
+            if dep in self.results:
+                continue
+            if failed:
+                now = time.time()
+                self.finish(ActionResult(self.by_id[dep], Status.SKIPPED,
+                                         f"because {result.action.id} {result.status.value}", now, now))
+                continue
+            self.waiting_on[dep] -= 1
+            if self.waiting_on[dep] == 0:
+                heapq.heappush(self.ready, (self.order[dep], dep))
+
+
+def attempt(host: Host, action: Action, force: bool) -> ActionResult:
+    """Run one action, trying again what the host calls a temporary failure."""
+    t0 = time.time()
+    temporary: list[str] = []  # the temporary failures so far
+    while True:
+        try:
+            done = run_action(host, action, force)
+        except ReconcileError as exc:
+            if isinstance(exc, HostError) and exc.transient and len(temporary) < len(RETRY_PAUSES):
+                time.sleep(RETRY_PAUSES[len(temporary)])
+                temporary.append(str(exc))
+                continue
+            note = f" (tried {len(temporary) + 1} times; the host called it temporary)" if temporary else ""
+            if isinstance(exc, ConnectionLost):
+                # libvirtd may have done it and lost only the answer (a start whose domain
+                # runs): the outcome is not known, and the message must not claim one.
+                note += "; the connection broke while this ran, so whether it took effect is unknown"
+            return ActionResult(action, Status.FAILED, f"{exc}{note}", t0, time.time(),
+                                error=getattr(exc, "kind", "error"), attempts=len(temporary) + 1,
+                                connection_lost=isinstance(exc, ConnectionLost))
+        break
+    message = done.message
+    if temporary:
+        retried = f"after {len(temporary)} temporary failure{'s' if len(temporary) > 1 else ''}: {temporary[-1]}"
+        message = f"{message}; {retried}" if message else retried
+    return ActionResult(action, done.status, message, t0, time.time(), outcome=done.outcome,
+                        attempts=len(temporary) + 1)

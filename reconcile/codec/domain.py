@@ -492,3 +492,19 @@ def machine_aliases(capabilities_xml: str) -> dict[tuple[str, str], str]:
             if canonical and machine.text:
                 out[(arch.get("name", ""), machine.text)] = canonical
     return out
+
+
+def cdrom_with_media(live_xml: str, target: str, path: str | None) -> str | None:
+    """The running domain's cdrom at `target` with `path` as its media (for a live device
+    update); None when it has no such cdrom."""
+    root = ET.fromstring(live_xml)
+    for disk in root.findall("devices/disk"):
+        dev = disk.find("target")
+        if disk.get("device") == "cdrom" and dev is not None and dev.get("dev") == target:
+            for old in disk.findall("source"):
+                disk.remove(old)
+            disk.set("type", "file")
+            if path is not None:
+                ET.SubElement(disk, "source", {"file": path})
+            return ET.tostring(disk, encoding="unicode")
+    return None

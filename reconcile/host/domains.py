@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import time
-import xml.etree.ElementTree as ET
 
 import libvirt
 
 from ..codec import domain as domxml
 from ..errors import NotFound
+from ..model.steps import ChangeMedia, LiveChange, SetMemory, SetVcpus
 from .connection import Connection
 from .errors import lookup, wrapped
 
@@ -37,35 +37,28 @@ class Domains(Connection):
             if bool(dom.autostart()) != autostart:
                 dom.setAutostart(1 if autostart else 0)
 
-    def apply_live(self, name: str, ops: list[tuple]) -> list[str]:
+    def apply_live(self, name: str, changes: tuple[LiveChange, ...]) -> list[str]:
         """Apply live-class changes to a running domain; says what it did (nothing if it is off)."""
         dom = self._domain(name)
         done: list[str] = []
         if dom is None:
             raise NotFound("no such domain", f"change running domain {name}")
+        live = libvirt.VIR_DOMAIN_AFFECT_LIVE
         with wrapped(f"change running domain {name}"):
             if not dom.isActive():
                 return done
-            for op in ops:
-                if op[0] == "vcpus":
-                    dom.setVcpusFlags(op[1], libvirt.VIR_DOMAIN_AFFECT_LIVE)
-                    done.append(f"{op[1]} vcpus plugged in")
-                elif op[0] == "memory":
-                    dom.setMemoryFlags(op[1], libvirt.VIR_DOMAIN_AFFECT_LIVE)
-                    done.append(f"balloon set to {op[1]} KiB")
-                elif op[0] == "media":
-                    target, path = op[1], op[2]
-                    root = ET.fromstring(dom.XMLDesc(0))
-                    disk = next((d for d in root.findall("devices/disk")
-                                 if d.get("device") == "cdrom" and d.find(f"target[@dev='{target}']") is not None), None)
-                    if disk is None:
-                        continue
-                    for old in disk.findall("source"):
-                        disk.remove(old)
-                    disk.set("type", "file")
-                    ET.SubElement(disk, "source", {"file": path})
-                    dom.updateDeviceFlags(ET.tostring(disk, encoding="unicode"), libvirt.VIR_DOMAIN_AFFECT_LIVE)
-                    done.append(f"media in {target} changed")
+            for change in changes:
+                if isinstance(change, SetVcpus):
+                    dom.setVcpusFlags(change.count, live)
+                    done.append(f"{change.count} vcpus plugged in")
+                elif isinstance(change, SetMemory):
+                    dom.setMemoryFlags(change.kib, live)
+                    done.append(f"balloon set to {change.kib} KiB")
+                elif isinstance(change, ChangeMedia):
+                    device = domxml.cdrom_with_media(dom.XMLDesc(0), change.target, change.path)
+                    if device is not None:
+                        dom.updateDeviceFlags(device, live)
+                        done.append(f"media in {change.target} changed")
         return done
 
     def record_state(self, name: str, state: str) -> None:

@@ -12,6 +12,7 @@ from ..codec import imagehead
 from ..codec import storage
 from ..errors import Conflict, InvalidRequest, NotFound
 from ..model import ImageHead
+from ..model.steps import OverlayBase
 from .connection import Connection
 from .errors import lookup, translate, wrapped
 
@@ -95,8 +96,8 @@ class Storage(Connection):
         return head.format, size
 
     def create_volume(self, pool_name: str, name: str, capacity: int | None, fmt: str,
-                      backing: dict | None = None) -> bool:
-        """Create an empty volume, or a qcow2 overlay on `backing` ({path, format}).
+                      backing: OverlayBase | None = None) -> bool:
+        """Create an empty volume, or a qcow2 overlay on `backing`.
 
         An overlay of no given capacity gets its base's virtual size. Its backing format is
         the one given (the image's declared format), else what the base's header says; never
@@ -107,9 +108,9 @@ class Storage(Connection):
         subject = f"create volume {pool_name}/{name}"
         base = None
         if backing is not None:
-            base_format, base_capacity = self._backing_of(backing["path"], backing.get("format"), subject)
+            base_format, base_capacity = self._backing_of(backing.path, backing.format, subject)
             capacity = capacity if capacity is not None else base_capacity
-            base = (backing["path"], base_format)
+            base = (backing.path, base_format)
         self._create(pool_name, name, storage.volume_xml(name, capacity, fmt, base))
         return True
 

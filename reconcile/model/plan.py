@@ -8,6 +8,8 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
+from .steps import Step
+
 
 class ActionKind(str, enum.Enum):
     """The verbs of a plan; `glyph` is what a reviewer sees in front of each line."""
@@ -63,8 +65,8 @@ class Action:
     reason: str
     changes: tuple[Change, ...] = ()
     depends_on: tuple[str, ...] = ()
-    # What the executor needs to act: a DomainSpec, PoolSpec, volume parameters, ...
-    payload: Any = field(default=None, compare=False, repr=False)
+    # What the executor needs to act: one typed step per operation (see `steps`).
+    payload: Step | None = field(default=None, compare=False, repr=False)
 
     @property
     def id(self) -> str:

@@ -28,23 +28,29 @@ from ..codec import domain as domxml
 from ..codec import network as netxml
 from ..model import (Action, ActionKind, Backing, Change, ChangeClass, Desired, Disk, DomainSpec, NetworkSpec, Note,
                     Observed, ObservedDomain, ObservedVolume, Ownership, Pending, Plan, ResourceKind, State, VolumeRef, shown_source)
+from ..model.steps import (ChangeMedia, CreateVolume, DefineDomain, DeleteVolume, EnsureNetwork, EnsurePool,
+                           ImportImage, GrowVolume, LiveChange, OverlayBase, ReplaceVolume, SetMemory, SetVcpus,
+                           StartDomain, StopDomain, UndefineDomain, WriteSeed)
 from ..model.units import format_size
 
+# The order of work (see the module's docstring), by resource and verb; a disk's volume that
+# its successor replaces goes after the domain's redefinition, before the new volume.
 _PHASE = {
     (ResourceKind.POOL, ActionKind.CREATE): 0,
     (ResourceKind.POOL, ActionKind.START): 0,
     (ResourceKind.NETWORK, ActionKind.CREATE): 0,
     (ResourceKind.NETWORK, ActionKind.START): 0,
-    (ResourceKind.IMAGE, ActionKind.CREATE): 0.5,
-    (ResourceKind.DOMAIN, ActionKind.STOP): 1,
-    (ResourceKind.DOMAIN, ActionKind.CREATE): 2,
-    (ResourceKind.DOMAIN, ActionKind.UPDATE): 2,
-    (ResourceKind.VOLUME, ActionKind.CREATE): 3,
-    (ResourceKind.VOLUME, ActionKind.UPDATE): 3,
-    (ResourceKind.DOMAIN, ActionKind.START): 4,
-    (ResourceKind.VOLUME, ActionKind.DESTROY): 5,
-    (ResourceKind.DOMAIN, ActionKind.DESTROY): 6,
+    (ResourceKind.IMAGE, ActionKind.CREATE): 1,
+    (ResourceKind.DOMAIN, ActionKind.STOP): 2,
+    (ResourceKind.DOMAIN, ActionKind.CREATE): 3,
+    (ResourceKind.DOMAIN, ActionKind.UPDATE): 3,
+    (ResourceKind.VOLUME, ActionKind.CREATE): 5,
+    (ResourceKind.VOLUME, ActionKind.UPDATE): 5,
+    (ResourceKind.DOMAIN, ActionKind.START): 6,
+    (ResourceKind.VOLUME, ActionKind.DESTROY): 7,
+    (ResourceKind.DOMAIN, ActionKind.DESTROY): 8,
 }
+_REPLACED = 4
 
 
 @dataclass(frozen=True)
@@ -61,8 +67,8 @@ class Options:
 
 def _order(action: Action) -> tuple:
     phase = _PHASE[(action.resource, action.kind)]
-    if isinstance(action.payload, dict) and action.payload.get("replace"):
-        phase = 2.5  # a replaced volume goes after its domain's redefinition, before its successor is created
+    if isinstance(action.payload, ReplaceVolume):
+        phase = _REPLACED
     return (phase, action.name)
 
 
@@ -156,11 +162,12 @@ def _plan_pools(desired: Desired, observed: Observed, actions: list[Action], not
             continue
         if have is None:
             a = Action(ActionKind.CREATE, ResourceKind.POOL, pool.name, f"not on the host; directory pool at {pool.path}",
-                       changes=(Change("path", None, pool.path),), payload=pool)
+                       changes=(Change("path", None, pool.path),), payload=EnsurePool(pool.name, pool.path))
             actions.append(a)
             waits[f"pool:{pool.name}"] = a.id
         elif not have.active:
-            a = Action(ActionKind.START, ResourceKind.POOL, pool.name, "defined but not active", payload=pool)
+            a = Action(ActionKind.START, ResourceKind.POOL, pool.name, "defined but not active",
+                       payload=EnsurePool(pool.name, pool.path))
             actions.append(a)
             waits[f"pool:{pool.name}"] = a.id
         elif have.path and have.path != pool.path:
@@ -177,7 +184,7 @@ def _plan_networks(desired: Desired, observed: Observed, actions: list[Action],
     waits: dict[str, str | None] = {}
     for net in desired.networks:
         have = observed.networks.get(net.name)
-        payload = {"spec": net, "xml": netxml.network_xml(net, desired.project)}
+        payload = EnsureNetwork(net.name, netxml.network_xml(net, desired.project))
         clash = _network_clash(net, observed) if have is None else ""
         if clash:
             notes.append(Note(ResourceKind.NETWORK, net.name, f"{clash}; libvirt would refuse to start it, so it is "
@@ -266,8 +273,7 @@ def _plan_images(desired: Desired, observed: Observed, pool_waits: dict[str, str
                "it is removed and imported again" if redo else "not in the pool")
         a = Action(ActionKind.CREATE, ResourceKind.IMAGE, label, f"{why}; imported from {source}{checked}",
                    changes=tuple(changes), depends_on=(pool_waits[f"pool:{image.pool}"],) if f"pool:{image.pool}" in pool_waits else (),
-                   payload={"pool": image.pool, "name": image.name, "source": image.source, "format": image.format,
-                            "sha256": image.sha256})
+                   payload=ImportImage(image.pool, image.name, image.source, image.format, image.sha256))
         actions.append(a)
         waits[key] = a.id
     return waits
@@ -319,19 +325,19 @@ def _classified(changes: Iterable[Change], want: dict, have: dict) -> list[Chang
     return [dataclasses.replace(c, klass=_classify(c, want, have)) for c in changes]
 
 
-def _live_ops(changes: Iterable[Change]) -> list[tuple]:
+def _live_ops(changes: Iterable[Change]) -> tuple[LiveChange, ...]:
     """What the executor does to a running domain for its live-class changes."""
-    ops: list[tuple] = []
+    ops: list[LiveChange] = []
     for c in changes:
         if c.klass is not ChangeClass.LIVE:
             continue
         if c.path == "current_memory":
-            ops.append(("memory", c.after))
+            ops.append(SetMemory(c.after))
         elif c.path == "vcpus":
-            ops.append(("vcpus", c.after))
+            ops.append(SetVcpus(c.after))
         elif c.path.startswith("cdroms[") and c.path.endswith(".path"):
-            ops.append(("media", c.path[len("cdroms["):c.path.index("]")], c.after))
-    return ops
+            ops.append(ChangeMedia(c.path[len("cdroms["):c.path.index("]")], c.after))
+    return tuple(ops)
 
 
 def _plan_domain(spec: DomainSpec, desired: Desired, observed: Observed, waits: dict[str, str],
@@ -412,7 +418,7 @@ def _plan_domain(spec: DomainSpec, desired: Desired, observed: Observed, waits: 
     if have is None:
         changes = tuple(Change(k, None, v) for k, v in sorted(spec.essence().items()) if v not in ({}, [], None))
         domain_action = Action(ActionKind.CREATE, ResourceKind.DOMAIN, spec.name, "not on the host",
-                               changes=changes, payload=_define_payload(spec, owner, None, None, by_path, [],
+                               changes=changes, payload=_define_payload(spec, owner, None, None, by_path, (),
                                                                         State.STOPPED))
     else:
         recorded = have.ownership.applied
@@ -467,7 +473,7 @@ def _plan_domain(spec: DomainSpec, desired: Desired, observed: Observed, waits: 
             stop = Action(ActionKind.STOP, ResourceKind.DOMAIN, spec.name,
                           f"{what} {', '.join(fields)} ({why})",
                           changes=(Change("state", "running", "stopped", ChangeClass.LIVE),),
-                          payload={"stop_timeout": spec.stop_timeout})
+                          payload=StopDomain(spec.stop_timeout))
             actions.append(stop)
             stop_id = (stop.id,)
         elif mine:
@@ -486,7 +492,7 @@ def _plan_domain(spec: DomainSpec, desired: Desired, observed: Observed, waits: 
                 if deferred:
                     reason += f"; the domain is running: {', '.join(deferred)} take{'s' if len(deferred) == 1 else ''} " \
                               "effect at its next restart (on_change: defer)"
-            ops = _live_ops(changes) if running and not stop_id else []
+            ops = _live_ops(changes) if running and not stop_id else ()
             domain_action = Action(ActionKind.UPDATE, ResourceKind.DOMAIN, spec.name, reason,
                                    changes=tuple(changes), depends_on=stop_id,
                                    payload=_define_payload(spec, owner, have.uuid, have.xml, by_path, ops,
@@ -501,9 +507,8 @@ def _plan_domain(spec: DomainSpec, desired: Desired, observed: Observed, waits: 
         base = bases[disk.target]
         pool_wait = (waits[f"pool:{disk.pool}"],) if f"pool:{disk.pool}" in waits else ()
         label = f"{disk.pool}/{disk.volume}"
-        params = {"pool": disk.pool, "name": disk.volume, "capacity": disk.size, "format": disk.format,
-                  "backing": {"path": base.path, "format": base.format} if base else None,
-                  "domain": spec.name, "target": disk.target}
+        create = CreateVolume(disk.pool, disk.volume, disk.size, disk.format,
+                              OverlayBase(base.path, base.format) if base else None)
         what = (f"{format_size(disk.size)} " if disk.size is not None else "") + disk.format
         what += (f" overlay on {base.path}" if base else "") + (", as large as its base" if disk.size is None else "")
         deps = pool_wait + define_id + ((base.wait,) if base is not None and base.wait else ())
@@ -513,7 +518,7 @@ def _plan_domain(spec: DomainSpec, desired: Desired, observed: Observed, waits: 
             gone = Action(ActionKind.DESTROY, ResourceKind.VOLUME, label,
                           f"disk {disk.target} of {spec.name}: replaced by a new {what} (recreate, {why}; its data is lost)",
                           changes=tuple(changes), depends_on=define_id,
-                          payload={"pool": disk.pool, "name": disk.volume, "replace": True})
+                          payload=ReplaceVolume(disk.pool, disk.volume))
             actions.append(gone)
             deps = deps + (gone.id,)
             vol = None
@@ -523,7 +528,7 @@ def _plan_domain(spec: DomainSpec, desired: Desired, observed: Observed, waits: 
             if base:
                 changes.append(Change("backing", None, base.path))
             a = Action(ActionKind.CREATE, ResourceKind.VOLUME, label, f"disk {disk.target} of {spec.name}: {what}",
-                       changes=tuple(changes), depends_on=deps, payload=params)
+                       changes=tuple(changes), depends_on=deps, payload=create)
             actions.append(a)
             volume_ids.append(a.id)
         elif _virtual_size(vol) < (want_size := _wanted_size(disk, base)):
@@ -534,7 +539,7 @@ def _plan_domain(spec: DomainSpec, desired: Desired, observed: Observed, waits: 
                        f"disk {disk.target} of {spec.name}: grow in place{whole}; {when}",
                        changes=(Change("size", _virtual_size(vol), want_size,
                                        ChangeClass.LIVE if live else ChangeClass.NEXT_BOOT),),
-                       depends_on=define_id, payload=dict(params, op="grow", capacity=want_size))
+                       depends_on=define_id, payload=GrowVolume(disk.pool, disk.volume, want_size, spec.name, disk.target))
             actions.append(a)
             volume_ids.append(a.id)
 
@@ -551,7 +556,7 @@ def _plan_domain(spec: DomainSpec, desired: Desired, observed: Observed, waits: 
         if name == f"{spec.name}-cidata.iso" and (pool, name) != current_seed:
             actions.append(Action(ActionKind.DESTROY, ResourceKind.VOLUME, f"{pool}/{name}",
                                   f"the cloud-init seed {spec.name} no longer uses", depends_on=define_id,
-                                  payload={"pool": pool, "name": name}))
+                                  payload=DeleteVolume(pool, name)))
 
     recorded_state = have.ownership.applied.get("state") if have and have.ownership.applied else None
     if spec.state is State.RUNNING and (not running or restarting):
@@ -563,12 +568,12 @@ def _plan_domain(spec: DomainSpec, desired: Desired, observed: Observed, waits: 
                             drift=recorded_state == "running")
         actions.append(Action(ActionKind.START, ResourceKind.DOMAIN, spec.name, reason, changes=(change,),
                               depends_on=define_id + tuple(volume_ids) + pool_waits + net_waits,
-                              payload={"stop_timeout": spec.stop_timeout}))
+                              payload=StartDomain()))
     elif spec.state is State.STOPPED and running and not stop_id:
         actions.append(Action(ActionKind.STOP, ResourceKind.DOMAIN, spec.name, "the spec says stopped; it is running",
                               changes=(Change("state", "running", "stopped", ChangeClass.LIVE,
                                               drift=recorded_state == "stopped"),),
-                              payload={"stop_timeout": spec.stop_timeout}))
+                              payload=StopDomain(spec.stop_timeout)))
     if have is not None and domain_action is None and not volume_ids and not restarting:
         notes.append(Note(ResourceKind.DOMAIN, spec.name, f"{'running' if running else 'stopped'} and matches its spec"))
 
@@ -659,7 +664,7 @@ def _plan_seed(spec: DomainSpec, observed: Observed, have: ObservedDomain | None
     label = f"{seed.pool}/{seed.volume}"
     key = (seed.pool, seed.volume)
     want = seed.file_digests()
-    params = {"op": "seed", "pool": seed.pool, "name": seed.volume, "files": seed.files}
+    params = WriteSeed(seed.pool, seed.volume, seed.files)
     if key not in observed.volumes:
         return Action(ActionKind.CREATE, ResourceKind.VOLUME, label,
                       f"cloud-init seed of {spec.name}: NoCloud ISO labelled cidata, instance-id {seed.instance_id}",
@@ -756,13 +761,13 @@ def _ownership_changes(before: Ownership | None, after: Ownership) -> list[Chang
 
 
 def _define_payload(spec: DomainSpec, owner: Ownership, uuid: str | None, base: str | None,
-                    by_path: dict[str, tuple[str, str]], live: list[tuple], state: State) -> dict:
+                    by_path: dict[str, tuple[str, str]], live: tuple[LiveChange, ...], state: State) -> DefineDomain:
     """What defining the domain takes. The state recorded as applied is the one the domain
     has once defined; the start or stop that follows records its own when it succeeds, so a
     start that never happened (a run cut short) is not later taken for drift."""
     owner = dataclasses.replace(owner, applied=dict(owner.applied or {}, state=state.value))
     xml = domxml.domain_xml(spec, owner, uuid, base=base or None, volume_by_path=by_path)
-    return {"xml": xml, "autostart": spec.autostart, "spec": spec, "live": live}
+    return DefineDomain(xml, spec.autostart, live)
 
 
 def _plan_removal(dom: ObservedDomain, reason: str, stop_timeout: float | None, observed: Observed,
@@ -770,7 +775,7 @@ def _plan_removal(dom: ObservedDomain, reason: str, stop_timeout: float | None, 
     stop: tuple[str, ...] = ()
     if dom.running:
         a = Action(ActionKind.STOP, ResourceKind.DOMAIN, dom.name, f"{reason}; it is running",
-                   changes=(Change("state", "running", "stopped"),), payload={"stop_timeout": stop_timeout})
+                   changes=(Change("state", "running", "stopped"),), payload=StopDomain(stop_timeout))
         actions.append(a)
         stop = (a.id,)
     volume_ids = []
@@ -790,14 +795,14 @@ def _plan_removal(dom: ObservedDomain, reason: str, stop_timeout: float | None, 
             spared.append(f"{vol.pool}/{vol.name} (a disk of {', '.join(others)})")
             continue
         a = Action(ActionKind.DESTROY, ResourceKind.VOLUME, f"{vol.pool}/{vol.name}", f"created by reconcile for {dom.name}",
-                   depends_on=stop, payload={"pool": vol.pool, "name": vol.name})
+                   depends_on=stop, payload=DeleteVolume(vol.pool, vol.name))
         actions.append(a)
         volume_ids.append(a.id)
     kept = [f"{v.pool}/{v.name}" for v in dom.ownership.volumes if v.keep] if dom.ownership else []
     why = reason + (f"; keeps {', '.join(kept + spared)}" if kept or spared else "")
     actions.append(Action(ActionKind.DESTROY, ResourceKind.DOMAIN, dom.name, why,
                           changes=(Change("state", "running" if dom.running else "stopped", "absent"),),
-                          depends_on=stop + tuple(volume_ids), payload={"uuid": dom.uuid}))
+                          depends_on=stop + tuple(volume_ids), payload=UndefineDomain(dom.uuid)))
 
 
 def _deletable(dom: ObservedDomain) -> Iterable[VolumeRef]:

@@ -1,0 +1,151 @@
+"""One runner per kind of step: what the executor does for each typed payload, through the
+`Host` protocol. Each re-checks first, so an action whose work is already done ends as
+UNCHANGED, and a re-run after a crash converges.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple, Protocol
+
+from ..codec import seed
+from ..model import DEFAULT_STOP_TIMEOUT, Action, ActionKind, ImageHead, Status
+from ..model.steps import (CreateVolume, DefineDomain, DeleteVolume, EnsureNetwork, EnsurePool, GrowVolume,
+                           ImportImage, LiveChange, OverlayBase, ReplaceVolume, StartDomain, Step, StopDomain,
+                           UndefineDomain, WriteSeed)
+from . import sources
+
+
+class Host(Protocol):
+    def define_domain(self, name: str, xml: str, autostart: bool) -> None: ...
+    def domain_exists(self, name: str) -> bool: ...
+    def start_domain(self, name: str) -> bool: ...
+    def record_state(self, name: str, state: str) -> None: ...
+    def stop_domain(self, name: str, timeout: float, force: bool = False) -> str: ...
+    def undefine_domain(self, name: str) -> bool: ...
+    def apply_live(self, name: str, changes: tuple[LiveChange, ...]) -> list[str]: ...
+    def ensure_pool(self, name: str, path: str) -> bool: ...
+    def ensure_network(self, name: str, xml: str) -> bool: ...
+    def read_head(self, pool_name: str, name: str) -> ImageHead | None: ...
+    def create_volume(self, pool_name: str, name: str, capacity: int | None, fmt: str,
+                      backing: OverlayBase | None = None) -> bool: ...
+    def grow_volume(self, pool_name: str, name: str, capacity: int, domain: str | None = None,
+                    target: str | None = None) -> bool: ...
+    def delete_volume(self, pool_name: str, name: str) -> bool: ...
+    def upload_volume(self, pool_name: str, name: str, source, fmt: str) -> bool: ...
+    def write_volume(self, pool_name: str, name: str, data: bytes) -> None: ...
+    def read_volume(self, pool_name: str, name: str, limit: int) -> bytes | None: ...
+
+
+class Done(NamedTuple):
+    """What running a step gave: its status, a message for people, and for a stop a
+    stable word for machines ("graceful", "forced", "already stopped")."""
+
+    status: Status
+    message: str = ""
+    outcome: str = ""
+
+
+def applied(changed: bool, message: str = "", unchanged: str = "") -> Done:
+    return Done(Status.APPLIED, message) if changed else Done(Status.UNCHANGED, unchanged)
+
+
+def describe_stop(how: str, timeout: float, force: bool) -> str:
+    """How a stop ended, in words; starts with the outcome ("graceful"/"forced")."""
+    if how == "graceful":
+        return "graceful: shut down after the ACPI power-button press"
+    if how == "forced":
+        if force:
+            return "forced: powered off at once (--force)"
+        if timeout <= 0:
+            return "forced: powered off at once (stop_timeout is 0)"
+        return f"forced: still running {timeout:g}s after the ACPI power-button press, so powered off"
+    return how
+
+
+def _pool(host: Host, action: Action, step: EnsurePool, force: bool) -> Done:
+    return applied(host.ensure_pool(step.name, step.path), unchanged="already exists and is active")
+
+
+def _network(host: Host, action: Action, step: EnsureNetwork, force: bool) -> Done:
+    return applied(host.ensure_network(step.name, step.xml), unchanged="already exists, active and autostarted")
+
+
+def _image(host: Host, action: Action, step: ImportImage, force: bool) -> Done:
+    head = host.read_head(step.pool, step.name)
+    if head is not None and not head.unfinished:
+        return Done(Status.UNCHANGED, "already imported")
+    if head is not None:  # reconcile's own marker: an import of ours that never finished
+        host.delete_volume(step.pool, step.name)
+    with sources.ImageSource(step.source, step.sha256) as src:
+        changed = host.upload_volume(step.pool, step.name, src, step.format)
+        size = src.done
+    redone = "; the unfinished earlier import was removed first" if head is not None else ""
+    return applied(changed, f"{size} bytes" + (", sha256 verified" if step.sha256 else "") + redone,
+                   "already imported")
+
+
+def _create_volume(host: Host, action: Action, step: CreateVolume, force: bool) -> Done:
+    return applied(host.create_volume(step.pool, step.name, step.capacity, step.format, step.backing),
+                   unchanged="already exists")
+
+
+def _grow_volume(host: Host, action: Action, step: GrowVolume, force: bool) -> Done:
+    return applied(host.grow_volume(step.pool, step.name, step.capacity, step.domain, step.target), "grown",
+                   "already large enough")
+
+
+def _delete_volume(host: Host, action: Action, step: DeleteVolume | ReplaceVolume, force: bool) -> Done:
+    return applied(host.delete_volume(step.pool, step.name), unchanged="already gone")
+
+
+def _write_seed(host: Host, action: Action, step: WriteSeed, force: bool) -> Done:
+    """Build and upload the seed ISO, unless the volume already holds exactly these files."""
+    current = host.read_volume(step.pool, step.name, seed.MAX_SEED_BYTES)
+    if current is not None and seed.read_iso(current) == dict(step.files):
+        return Done(Status.UNCHANGED, "already holds these files")
+    data = seed.build_iso(step.files)
+    host.write_volume(step.pool, step.name, data)
+    return Done(Status.APPLIED, f"{len(data) // 1024} KiB")
+
+
+def _define(host: Host, action: Action, step: DefineDomain, force: bool) -> Done:
+    if action.kind is ActionKind.CREATE and host.domain_exists(action.name):
+        return Done(Status.UNCHANGED, "already defined")
+    host.define_domain(action.name, step.xml, step.autostart)
+    done = host.apply_live(action.name, step.live) if step.live else []
+    return Done(Status.APPLIED, "; ".join(done))
+
+
+def _start(host: Host, action: Action, step: StartDomain, force: bool) -> Done:
+    changed = host.start_domain(action.name)
+    host.record_state(action.name, "running")
+    return applied(changed, unchanged="already running")
+
+
+def _stop(host: Host, action: Action, step: StopDomain, force: bool) -> Done:
+    timeout = DEFAULT_STOP_TIMEOUT if step.stop_timeout is None else step.stop_timeout
+    how = host.stop_domain(action.name, timeout, force)
+    host.record_state(action.name, "stopped")
+    if how == "already stopped":
+        return Done(Status.UNCHANGED, how, how)
+    return Done(Status.APPLIED, describe_stop(how, timeout, force), how)
+
+
+def _undefine(host: Host, action: Action, step: UndefineDomain, force: bool) -> Done:
+    return applied(host.undefine_domain(action.name), unchanged="already gone")
+
+
+RUNNERS: dict[type[Step], Callable[[Host, Action, Step, bool], Done]] = {
+    EnsurePool: _pool, EnsureNetwork: _network, ImportImage: _image, CreateVolume: _create_volume,
+    GrowVolume: _grow_volume, DeleteVolume: _delete_volume, ReplaceVolume: _delete_volume, WriteSeed: _write_seed,
+    DefineDomain: _define, StartDomain: _start, StopDomain: _stop, UndefineDomain: _undefine,
+}
+
+
+def run_action(host: Host, action: Action, force: bool = False) -> Done:
+    """Do one action; UNCHANGED when the re-check finds it done."""
+    runner = RUNNERS.get(type(action.payload))
+    if runner is None:
+        raise ValueError(f"no runner for {action.id} ({type(action.payload).__name__})")
+    return runner(host, action, action.payload, force)
