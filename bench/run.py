@@ -48,6 +48,7 @@ sys.path.insert(0, str(REPO))
 
 from reconcile import cli  # noqa: E402
 from reconcile.codec import domain as domxml  # noqa: E402
+from reconcile.codec import ownership  # noqa: E402
 from reconcile import spec as specs  # noqa: E402
 from reconcile.apply.executor import DEFAULT_PARALLEL  # noqa: E402
 from reconcile.model import Ownership, VolumeRef  # noqa: E402
@@ -148,7 +149,7 @@ def bare_work(spec_dir: Path, project: str) -> list[tuple[str, str, str]]:
         ET.SubElement(vol, "name").text = disk.volume
         ET.SubElement(vol, "capacity", {"unit": "bytes"}).text = str(disk.size)
         ET.SubElement(ET.SubElement(vol, "target"), "format", {"type": disk.format})
-        owner = Ownership(project, spec.origin.file, domxml.spec_hash(spec), (VolumeRef(disk.pool, disk.volume),))
+        owner = Ownership(project, spec.origin.file, ownership.spec_hash(spec), (VolumeRef(disk.pool, disk.volume),))
         out.append((spec.name, ET.tostring(vol, encoding="unicode"), domxml.domain_xml(spec, owner)))
     return out
 

@@ -18,7 +18,7 @@ import xml.etree.ElementTree as ET
 import libvirt
 import pytest
 
-from reconcile.codec import domain as domxml
+from reconcile.codec import ownership
 
 from .conftest import DOMAIN_TYPE, REPO, cleanup_host
 
@@ -41,7 +41,7 @@ def owned_volumes(conn, prefix: str) -> dict[str, set[str]]:
     out = {}
     for dom in conn.listAllDomains(0):
         if dom.name().startswith(prefix):
-            own = domxml.read_ownership(ET.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)))
+            own = ownership.read_ownership(ET.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)))
             out[dom.name()] = {v.name for v in own.volumes} if own else set()
     return out
 

@@ -2,7 +2,7 @@
 spec, an overlay root disk, a cloud-init seed, a kept data disk, a graceful stop and a
 forced one, and a nightly rebuild.
 
-The guest is built by tests/guest/build from Debian packages and cached (see README,
+The guest is built by tests/guest/build from Debian packages and cached (see docs/development.md,
 Development). Guests that boot use domain type `qemu`: with `kvm`, syslinux hits an
 emulation failure on nested hosts. Everything the guest does is read from the console log
 that the spec's `console: {log: ...}` asks for; its init prints lines starting with

@@ -125,3 +125,19 @@ def test_every_stage_says_what_it_holds_and_may_import():
             continue
         doc = ast.get_docstring(ast.parse((PACKAGE / stage / "__init__.py").read_text())) or ""
         assert "May import" in doc, f"reconcile/{stage}/__init__.py does not say what it may import"
+
+
+def test_units_stay_small_enough_to_change_safely():
+    """No module over 500 lines, no function over 80, no class over 300."""
+    too_big = []
+    for module in MODULES:
+        source = path_of(module).read_text()
+        if source.count("\n") > 500:
+            too_big.append(f"{module}: {source.count(chr(10))} lines")
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                length = node.end_lineno - node.lineno + 1
+                limit = 300 if isinstance(node, ast.ClassDef) else 80
+                if length > limit:
+                    too_big.append(f"{module}.{node.name}: {length} lines")
+    assert not too_big, too_big

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-import urllib.parse
 from typing import BinaryIO
 
 from ..errors import ReconcileError

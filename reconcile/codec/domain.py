@@ -8,49 +8,16 @@ seclabels, expanded machine types) is ignored here or normalised by the planner.
 
 from __future__ import annotations
 
-import hashlib
 import html
-import json
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from typing import Any
 
-from ..model import DomainSpec, Ownership, VolumeRef
+from ..model import DomainSpec, Ownership
 
-NAMESPACE = "http://reconcile.dev/xmlns/domain/1"
-PREFIX = "reconcile"
-ET.register_namespace(PREFIX, NAMESPACE)
+from .ownership import _Q, _owner_element, ownership_element
 
-_Q = "{%s}" % NAMESPACE
-
-
-def spec_hash(spec: DomainSpec) -> str:
-    """A stable digest of everything the spec asks of a domain, recorded in its metadata."""
-    doc = {
-        "essence": spec.essence(),
-        "sizes": {d.target: d.size for d in spec.disks},
-        "keep": {d.target: d.keep for d in spec.disks},
-        "backing": {d.target: str(d.backing) for d in spec.disks if d.backing},
-        "seed": spec.seed.digest if spec.seed else None,
-    }
-    data = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def ownership_element(owner: Ownership) -> ET.Element:
-    el = ET.Element(_Q + "owner", {
-        "project": owner.project,
-        "spec": owner.spec_file,
-        "hash": owner.spec_hash,
-    })
-    if owner.stop_timeout is not None:
-        el.set("stop-timeout", format(owner.stop_timeout, "g"))
-    for vol in owner.volumes:
-        ET.SubElement(el, _Q + "volume", {"pool": vol.pool, "name": vol.name, "keep": "yes" if vol.keep else "no"})
-    if owner.applied is not None:
-        ET.SubElement(el, _Q + "applied").text = json.dumps(owner.applied, sort_keys=True, separators=(",", ":"))
-    return el
 
 
 def domain_xml(spec: DomainSpec, owner: Ownership, uuid: str | None = None, base: str | None = None,
@@ -277,37 +244,6 @@ def _apply_console(devices: ET.Element, spec: DomainSpec) -> None:
     ET.SubElement(console, "target", {"type": "serial", "port": "0"})
 
 
-def read_ownership(root: ET.Element) -> Ownership | None:
-    el = _owner_element(root)
-    if el is None:
-        return None
-    volumes = tuple(
-        VolumeRef(pool=v.get("pool", ""), name=v.get("name", ""), keep=v.get("keep") == "yes")
-        for v in el.findall(_Q + "volume")
-    )
-    applied = None
-    text = el.findtext(_Q + "applied")
-    if text:
-        try:
-            applied = json.loads(text)
-        except ValueError:
-            applied = None  # edited by hand into nonsense: no drift can be told apart, nothing else breaks
-    try:
-        stop_timeout = float(el.get("stop-timeout", "")) if el.get("stop-timeout") else None
-    except ValueError:
-        stop_timeout = None  # edited by hand: the default applies
-    if stop_timeout is not None and not 0 <= stop_timeout < float("inf"):
-        stop_timeout = None
-    return Ownership(
-        project=el.get("project", ""),
-        stop_timeout=stop_timeout,
-        spec_file=el.get("spec", ""),
-        spec_hash=el.get("hash", ""),
-        volumes=volumes,
-        applied=applied if isinstance(applied, dict) else None,
-    )
-
-
 def _kib(el: ET.Element | None) -> int | None:
     if el is None or el.text is None:
         return None
@@ -423,30 +359,6 @@ def essence_of_element(root: ET.Element, volume_by_path: Mapping[str, tuple[str,
         "console": console,
         "cloud_init": _seed_essence(root),
     }
-
-
-def with_applied_state(owner_xml: str, state: str) -> str | None:
-    """reconcile's metadata element (as libvirt returns it) with the applied state changed;
-    None when it records nothing applied (a domain of an older reconcile, or edited)."""
-    el = ET.fromstring(owner_xml)
-    # libvirt hands the element back without its namespace, and puts it back in on setting it
-    applied = el.find("applied") if el.find("applied") is not None else el.find(_Q + "applied")
-    if applied is None or not applied.text:
-        return None
-    try:
-        record = json.loads(applied.text)
-    except ValueError:
-        return None
-    if not isinstance(record, dict) or record.get("state") == state:
-        return None
-    record["state"] = state
-    applied.text = json.dumps(record, sort_keys=True, separators=(",", ":"))
-    return ET.tostring(el, encoding="unicode")
-
-
-def _owner_element(root: ET.Element) -> ET.Element | None:
-    metadata = root.find("metadata")
-    return metadata.find(_Q + "owner") if metadata is not None else None
 
 
 def _seed_essence(root: ET.Element) -> dict[str, Any]:

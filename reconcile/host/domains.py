@@ -7,6 +7,7 @@ import time
 import libvirt
 
 from ..codec import domain as domxml
+from ..codec import ownership
 from ..errors import NotFound
 from ..model.steps import ChangeMedia, LiveChange, SetMemory, SetVcpus
 from .connection import Connection
@@ -70,14 +71,14 @@ class Domains(Connection):
         config = libvirt.VIR_DOMAIN_AFFECT_CONFIG
         with wrapped(f"record the state of domain {name}"):
             try:
-                current = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, domxml.NAMESPACE, config)
+                current = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, ownership.NAMESPACE, config)
             except libvirt.libvirtError as exc:
                 if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN_METADATA:
                     return
                 raise
-            updated = domxml.with_applied_state(current, state)
+            updated = ownership.with_applied_state(current, state)
             if updated is not None:
-                dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, updated, domxml.PREFIX, domxml.NAMESPACE, config)
+                dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, updated, ownership.PREFIX, ownership.NAMESPACE, config)
 
     def start_domain(self, name: str) -> bool:
         dom = self._domain(name)

@@ -11,7 +11,7 @@ import libvirt
 import xml.etree.ElementTree as ET
 
 from ..codec import domain as domxml
-from ..codec import imagehead
+from ..codec import imagehead, ownership
 from ..codec import network as netxml
 from ..codec import seed
 from ..codec import storage
@@ -210,12 +210,12 @@ def _domains(listed: _Listing, xml_of: dict, volumes: dict[tuple[str, str], Obse
         if _gone(xml, (libvirt.VIR_ERR_NO_DOMAIN,), f"read domain {name}"):
             continue
         named = want.named(name)
-        if scoped and not named and domxml.NAMESPACE not in xml:
+        if scoped and not named and ownership.NAMESPACE not in xml:
             _note_users(users, name, xml, by_path)
             continue  # neither named nor managed by anyone
         root = ET.fromstring(xml)
-        ownership = domxml.read_ownership(root)
-        if scoped and not named and (ownership is None or ownership.project != want.project):
+        owner = ownership.read_ownership(root)
+        if scoped and not named and (owner is None or owner.project != want.project):
             _note_users(users, name, xml, by_path)
             continue  # another project's
         essence = domxml.essence_of_element(root, by_path)
@@ -231,7 +231,7 @@ def _domains(listed: _Listing, xml_of: dict, volumes: dict[tuple[str, str], Obse
             live_essence = domxml.essence_of_element(ET.fromstring(running), by_path)
             live_essence["autostart"] = essence["autostart"]
         observed[name] = ObservedDomain(name=name, uuid=dom.UUIDString(), running=name in listed.active,
-                                        essence=essence, ownership=ownership, xml=xml, live_essence=live_essence)
+                                        essence=essence, ownership=owner, xml=xml, live_essence=live_essence)
     return observed, users
 
 

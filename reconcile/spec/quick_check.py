@@ -47,33 +47,37 @@ def compile_schema(schema: Mapping[str, Any], formats: Mapping[str, Callable[[st
                    pattern: Callable[[str], re.Pattern[str]]) -> Check:
     """`formats`: name -> function raising ValueError for a bad value (unknown formats pass,
     as in jsonschema); `pattern`: the regular expression of a schema pattern."""
-    defs = schema.get("$defs", {})
-    compiled: dict[str, Check] = {}
+    return _Compiler(schema.get("$defs", {}), formats, pattern).build(schema)
 
-    def ref(target: str) -> Check:
-        if not target.startswith("#/$defs/") or target[len("#/$defs/"):] not in defs:
-            return _never
-        name = target[len("#/$defs/"):]
-        if name not in compiled:
-            compiled[name] = _never  # a reference back to itself while compiling: see `late`
-            compiled[name] = build(defs[name])
 
-        def late(value: Any) -> bool:
-            return compiled[name](value)
-        return late
+class _Compiler:
+    """Turns schema nodes into checks; one method per keyword it knows."""
 
-    def build(node: Any) -> Check:
+    def __init__(self, defs: Mapping[str, Any], formats: Mapping[str, Callable[[str], None]],
+                 pattern: Callable[[str], re.Pattern[str]]):
+        self.defs, self.formats, self.pattern = defs, formats, pattern
+        self.compiled: dict[str, Check] = {}
+        self.keywords: dict[str, Callable[[Any, dict[str, Any]], Check | None]] = {
+            "$ref": self._ref, "type": self._type, "required": self._required, "propertyNames": self._names,
+            "items": self._items, "minItems": self._min_items, "uniqueItems": self._unique, "minLength": self._min_length,
+            "enum": self._enum, "const": self._const, "minimum": self._minimum, "maximum": self._maximum,
+            "pattern": self._pattern, "format": self._format, "oneOf": self._one_of, "not": self._not, "if": self._if,
+            "then": lambda arg, node: _always,  # part of "if"
+        }
+
+    def build(self, node: Any) -> Check:
         if node is True:
             return _always
         if not isinstance(node, dict):
             return _never
         checks: list[Check] = []
         if not _OBJECT_KEYWORDS.isdisjoint(node):
-            checks.append(_object(node))
+            checks.append(self._object(node))
         for key, arg in node.items():
             if key in _IGNORED or key in _OBJECT_KEYWORDS:
                 continue
-            check = keyword(key, arg, node)
+            make = self.keywords.get(key)
+            check = make(arg, node) if make else None
             if check is None:
                 return _never  # a keyword not known here: let jsonschema decide
             if check is not _always:
@@ -84,76 +88,99 @@ def compile_schema(schema: Mapping[str, Any], formats: Mapping[str, Callable[[st
             return checks[0]
         return lambda value: all(c(value) for c in checks)
 
-    def keyword(key: str, arg: Any, node: dict[str, Any]) -> Check | None:  # noqa: C901 - one branch per keyword
-        if key == "$ref":
-            return ref(arg)
-        if key == "type":
-            kinds = [_TYPES.get(t) for t in (arg if isinstance(arg, list) else [arg])]
-            if None in kinds:
-                return None
-            return kinds[0] if len(kinds) == 1 else (lambda v: any(k(v) for k in kinds))  # type: ignore[misc]
-        if key == "required":
-            names = tuple(arg)
-            return lambda v: not isinstance(v, dict) or all(n in v for n in names)
-        if key == "propertyNames":
-            names = build(arg)
-            return lambda v: not isinstance(v, dict) or all(names(k) for k in v)
-        if key == "items":
-            item = build(arg)
-            return lambda v: not isinstance(v, list) or all(item(x) for x in v)
-        if key == "minItems":
-            return lambda v: not isinstance(v, list) or len(v) >= arg
-        if key == "uniqueItems":
-            if not arg:
-                return _always
-            # only lists of strings are judged here; for others jsonschema's idea of equal decides
-            return lambda v: not isinstance(v, list) or (all(isinstance(x, str) for x in v) and len(set(v)) == len(v))
-        if key == "minLength":
-            return lambda v: not isinstance(v, str) or len(v) >= arg
-        if key in ("enum", "const"):
-            options = tuple(arg) if key == "enum" else (arg,)
-            # strict about types (True is not 1 here); jsonschema settles the rest
-            return lambda v: any(type(v) is type(o) and v == o for o in options)
-        if key in ("minimum", "maximum"):
-            bound = arg
-            # as jsonschema compares (so NaN passes both, and the YAML reader reports it)
-            if key == "minimum":
-                return lambda v: not _TYPES["number"](v) or not v < bound
-            return lambda v: not _TYPES["number"](v) or not v > bound
-        if key == "pattern":
-            regex = pattern(arg)
-            return lambda v: not isinstance(v, str) or regex.search(v) is not None
-        if key == "format":
-            func = formats.get(arg)
-            if func is None:
-                return _always
+    def _ref(self, target: str, node: dict[str, Any]) -> Check:
+        if not target.startswith("#/$defs/") or target[len("#/$defs/"):] not in self.defs:
+            return _never
+        name = target[len("#/$defs/"):]
+        compiled = self.compiled
+        if name not in compiled:
+            compiled[name] = _never  # a reference back to itself while compiling: see `late`
+            compiled[name] = self.build(self.defs[name])
 
-            def format_ok(v: Any) -> bool:
-                if not isinstance(v, str):
-                    return True
-                try:
-                    func(v)
-                except ValueError:
-                    return False
+        def late(value: Any) -> bool:
+            return compiled[name](value)
+        return late
+
+    def _type(self, arg: Any, node: dict[str, Any]) -> Check | None:
+        kinds = [_TYPES.get(t) for t in (arg if isinstance(arg, list) else [arg])]
+        if None in kinds:
+            return None
+        return kinds[0] if len(kinds) == 1 else (lambda v: any(k(v) for k in kinds))  # type: ignore[misc]
+
+    def _required(self, arg: Any, node: dict[str, Any]) -> Check:
+        names = tuple(arg)
+        return lambda v: not isinstance(v, dict) or all(n in v for n in names)
+
+    def _names(self, arg: Any, node: dict[str, Any]) -> Check:
+        names = self.build(arg)
+        return lambda v: not isinstance(v, dict) or all(names(k) for k in v)
+
+    def _items(self, arg: Any, node: dict[str, Any]) -> Check:
+        item = self.build(arg)
+        return lambda v: not isinstance(v, list) or all(item(x) for x in v)
+
+    def _min_items(self, arg: Any, node: dict[str, Any]) -> Check:
+        return lambda v: not isinstance(v, list) or len(v) >= arg
+
+    def _unique(self, arg: Any, node: dict[str, Any]) -> Check:
+        if not arg:
+            return _always
+        # only lists of strings are judged here; for others jsonschema's idea of equal decides
+        return lambda v: not isinstance(v, list) or (all(isinstance(x, str) for x in v) and len(set(v)) == len(v))
+
+    def _min_length(self, arg: Any, node: dict[str, Any]) -> Check:
+        return lambda v: not isinstance(v, str) or len(v) >= arg
+
+    def _enum(self, arg: Any, node: dict[str, Any]) -> Check:
+        options = tuple(arg)
+        # strict about types (True is not 1 here); jsonschema settles the rest
+        return lambda v: any(type(v) is type(o) and v == o for o in options)
+
+    def _const(self, arg: Any, node: dict[str, Any]) -> Check:
+        return self._enum((arg,), node)
+
+    # as jsonschema compares (so NaN passes both, and the YAML reader reports it)
+    def _minimum(self, bound: Any, node: dict[str, Any]) -> Check:
+        return lambda v: not _TYPES["number"](v) or not v < bound
+
+    def _maximum(self, bound: Any, node: dict[str, Any]) -> Check:
+        return lambda v: not _TYPES["number"](v) or not v > bound
+
+    def _pattern(self, arg: Any, node: dict[str, Any]) -> Check:
+        regex = self.pattern(arg)
+        return lambda v: not isinstance(v, str) or regex.search(v) is not None
+
+    def _format(self, arg: Any, node: dict[str, Any]) -> Check:
+        func = self.formats.get(arg)
+        if func is None:
+            return _always
+
+        def format_ok(v: Any) -> bool:
+            if not isinstance(v, str):
                 return True
-            return format_ok
-        if key == "oneOf":
-            options_ = [build(s) for s in arg]
-            return lambda v: sum(1 for o in options_ if o(v)) == 1
-        if key == "not":
-            inner = build(arg)
-            return lambda v: not inner(v)
-        if key == "if":
-            cond, then, otherwise = build(arg), build(node.get("then", True)), build(node.get("else", True))
-            return lambda v: then(v) if cond(v) else otherwise(v)
-        if key == "then":
-            return _always  # part of "if"
-        return None
+            try:
+                func(v)
+            except ValueError:
+                return False
+            return True
+        return format_ok
 
-    def _object(node: dict[str, Any]) -> Check:
-        props = {k: build(s) for k, s in node.get("properties", {}).items()}
-        patterns = [(pattern(p), build(s)) for p, s in node.get("patternProperties", {}).items()]
-        extra = build(node.get("additionalProperties", True))
+    def _one_of(self, arg: Any, node: dict[str, Any]) -> Check:
+        options = [self.build(s) for s in arg]
+        return lambda v: sum(1 for o in options if o(v)) == 1
+
+    def _not(self, arg: Any, node: dict[str, Any]) -> Check:
+        inner = self.build(arg)
+        return lambda v: not inner(v)
+
+    def _if(self, arg: Any, node: dict[str, Any]) -> Check:
+        cond, then, otherwise = self.build(arg), self.build(node.get("then", True)), self.build(node.get("else", True))
+        return lambda v: then(v) if cond(v) else otherwise(v)
+
+    def _object(self, node: dict[str, Any]) -> Check:
+        props = {k: self.build(s) for k, s in node.get("properties", {}).items()}
+        patterns = [(self.pattern(p), self.build(s)) for p, s in node.get("patternProperties", {}).items()]
+        extra = self.build(node.get("additionalProperties", True))
 
         def check(value: Any) -> bool:
             if not isinstance(value, dict):
@@ -174,5 +201,3 @@ def compile_schema(schema: Mapping[str, Any], formats: Mapping[str, Callable[[st
                     return False
             return True
         return check
-
-    return build(schema)

@@ -1,7 +1,7 @@
-"""The field reference in the README, generated from the JSON Schema. Pure.
+"""The field reference (docs/reference.md), generated from the JSON Schema. Pure.
 
 The schema is the one place a field is documented; `scripts/gen-reference` writes this
-text into README.md between two markers, and a test fails when the two drift apart. The
+text into docs/reference.md between two markers, and a test fails when the two drift apart. The
 walk is generic: a field added to the schema appears here with no change to this module.
 """
 
@@ -118,11 +118,11 @@ def reference_markdown(schema: dict[str, Any]) -> str:
     """Markdown tables of every field, one section per kind of mapping, then value formats."""
     walk = _Walk(schema)
     walk.visit(schema)
-    out = [BEGIN, "", "#### Top level", "", schema.get("description", ""), "", *walk.table(schema)]
+    out = [BEGIN, "", "## Top level", "", schema.get("description", ""), "", *walk.table(schema)]
     for name in walk.objects:
         sub = walk.defs[name]
-        out += ["", f"#### {name.replace('_', '-')}", "", sub.get("description", ""), "", *walk.table(sub)]
-    out += ["", "#### Value formats", "", "| format | rule | examples |", "|---|---|---|"]
+        out += ["", f"## {name.replace('_', '-')}", "", sub.get("description", ""), "", *walk.table(sub)]
+    out += ["", "## Value formats", "", "| format | rule | examples |", "|---|---|---|"]
     for name in walk.values:
         sub = walk.defs[name]
         examples = ", ".join(f"`{_literal(e)}`" for e in sub.get("examples", [])[:3])

@@ -1,0 +1,228 @@
+"""The command line: the only module that prints or exits.
+
+Two error channels: a `ReconcileError` (bad spec, libvirt refusal, unreachable host) is
+printed as a clear message and exits 1, its traceback only with -v; anything else is a bug
+and is reported as an internal error with its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import json
+import sys
+import traceback
+from collections.abc import Iterator, Sequence
+
+from .. import spec as specs
+from ..apply.executor import execute
+from ..apply.lock import RunLock, clear_stale
+from ..errors import ReconcileError, SpecError
+from ..model import Plan
+from ..plan import Options, plan_destroy
+from ..plan import plan as make_plan
+from . import render
+from .output import Output, Progress
+from .parser import EXIT_CHANGES, EXIT_ERROR, EXIT_OK, UsageError, _wants_json, default_uri, parse
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = parse(argv)
+    except UsageError as exc:
+        if _wants_json(argv):
+            print(render.dumps(render.error_json(argv[0] if argv else "", exc.kind, str(exc))), flush=True)
+        else:
+            print(f"{exc.usage}reconcile: error: {exc}", file=sys.stderr, flush=True)
+        return EXIT_ERROR
+    if args.command == "schema":
+        print(json.dumps(specs.load_schema(), indent=2, ensure_ascii=False), flush=True)
+        return EXIT_OK
+    console = Output(args)
+    try:
+        with _few_collections():
+            return run(args, console)
+    except SpecError as exc:
+        if console.json:
+            console.out(render.dumps({"format_version": render.FORMAT_VERSION, "ok": False,
+                                      "diagnostics": render.diagnostics_json(exc.diagnostics)}))
+        else:
+            console.err(render.diagnostics_text(exc.diagnostics))
+            console.err(f"{exc}; nothing was changed on the host.")
+        return EXIT_ERROR
+    except ReconcileError as exc:
+        if args.verbose:
+            traceback.print_exc()
+        if console.json:
+            console.out(render.dumps(render.error_json(args.command, getattr(exc, "kind", "error"), str(exc))))
+        console.err(f"error: {exc}")
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        if console.json:
+            console.out(render.dumps(render.error_json(args.command, "interrupted", "interrupted")))
+        console.err("interrupted; run the same command again to converge")
+        return 130
+    except Exception as exc:  # a bug: say so, with everything needed to report it
+        traceback.print_exc()
+        if console.json:
+            console.out(render.dumps(render.error_json(args.command, "internal error", repr(exc))))
+        console.err("internal error: this is a bug in reconcile; please report it with the traceback above")
+        return EXIT_ERROR
+
+
+@contextlib.contextmanager
+def _few_collections() -> Iterator[None]:
+    """Python's cycle collector runs every 700 new objects and, now and then, walks them all;
+    a run builds hundreds of thousands (parsed YAML and XML, the model) that reference
+    counting frees, so those walks were a third of a plan of 10,000 domains. Collect
+    rarely while the command runs."""
+    before = gc.get_threshold()
+    gc.set_threshold(100_000, 50, 100)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
+
+
+def run(args: argparse.Namespace, console: Output) -> int:
+    if args.command == "export":
+        return export(args, console)
+    if args.command == "validate":
+        return validate(specs.load(args.paths, project=args.project), console)
+
+    from ..host import LibvirtHost  # imported late: validate works without libvirt
+
+    host = LibvirtHost(default_uri(args.connect))
+    try:
+        host.connect_early()  # the connection opens while the specs load
+        desired = specs.load(args.paths, project=args.project)
+        return act(args, desired, host, console)
+    finally:
+        host.close()
+
+
+def validate(desired, console: Output) -> int:
+    if console.json:
+        console.out(render.dumps({"format_version": render.FORMAT_VERSION, "ok": True, "diagnostics": [],
+                                  "expected_on_host": render.references_json(desired.expected_on_host)}))
+    else:
+        console.out(f"{len(desired.files)} file{'s' if len(desired.files) != 1 else ''} valid: "
+                    f"{len(desired.domains)} domains, {len(desired.pools)} pools, {len(desired.networks)} networks, "
+                    f"{len(desired.images)} images "
+                    f"(project '{desired.project}').")
+        if desired.expected_on_host:
+            console.info(render.references_text(desired.expected_on_host))
+    return EXIT_OK
+
+
+def act(args: argparse.Namespace, desired, host, console: Output) -> int:
+    acting = args.command == "destroy" or (args.command == "apply" and not args.dry_run)
+    removed = clear_stale(host, desired.project)
+    if removed:
+        console.note(removed)
+    if not acting:
+        the_plan = make_plan_for(args, desired, host)
+        show_plan(the_plan, console)
+        if the_plan.refusals:
+            return EXIT_ERROR
+        return EXIT_CHANGES if (getattr(args, "detailed_exitcode", False) and not the_plan.empty) else EXIT_OK
+    # The lock is taken only when there is something to do: a plan without actions changes
+    # nothing, whatever another run is doing, so a no-op apply neither waits for a busy
+    # lock nor writes one. Otherwise the plan is made again under the lock, so that it sees
+    # what a run that held it left.
+    if not args.break_lock:
+        the_plan = make_plan_for(args, desired, host)
+        if not the_plan.actions:
+            return apply(the_plan, host, args, console)
+    lock = RunLock(host, desired.project, command=f"reconcile {args.command}", on_wait=console.note)
+    try:
+        lock.acquire(timeout=args.lock_timeout, break_lock=args.break_lock)
+        return apply(make_plan_for(args, desired, host), host, args, console)
+    finally:
+        lock.release()
+
+
+def make_plan_for(args: argparse.Namespace, desired, host) -> Plan:
+    observed = host.observe(pools=desired.pools_of_interest(), volumes=desired.volumes_of_interest(),
+                            seeds=desired.seeds_of_interest(), heads=desired.heads_of_interest(),
+                            live={d.name for d in desired.domains},
+                            machines=any(d.machine for d in desired.domains),
+                            networks=desired.networks_of_interest(), project=desired.project)
+    if args.command == "destroy":
+        return plan_destroy(desired, observed)
+    return make_plan(desired, observed, options=Options(
+        prune=args.prune, restart=args.restart, adopt=args.adopt, allow_recreate=args.allow_recreate,
+        prune_all=args.prune_all))
+
+
+def show_plan(the_plan: Plan, console: Output) -> None:
+    if console.json:
+        console.out(render.dumps(render.plan_json(the_plan)))
+    elif console.args.quiet:
+        console.out(render.plan_summary(the_plan))
+    else:
+        console.out(render.plan_text(the_plan, verbose=console.args.verbose))
+
+
+def apply(the_plan: Plan, host, args: argparse.Namespace, console: Output) -> int:
+    if not console.quiet_apply:
+        show_plan(the_plan, console)
+    if the_plan.actions:
+        console.info(f"Applying ({min(args.parallel, len(the_plan.actions))} at a time):")
+    live = not console.quiet_apply and sys.stdout.isatty()
+    with Progress(console, len(the_plan.actions), live) as progress:
+        result = execute(the_plan, host, parallel=args.parallel, force=getattr(args, "force", False),
+                         on_result=progress.finished, on_start=progress.started)
+    if console.json:
+        console.out(render.dumps(render.apply_json(result)))
+    else:
+        if args.quiet:
+            for r in result.results:
+                if r.status.value in ("failed", "skipped"):
+                    console.err(render.result_line(r))
+        for note in the_plan.refusals:
+            console.err(f"refused: {note.resource.value} {note.name}: {note.message}")
+        console.out(render.apply_recap(result))
+    if result.connection_lost:
+        console.err(lost_connection_message(result, host.uri, args.command))
+    return EXIT_OK if result.ok else EXIT_ERROR
+
+
+def lost_connection_message(result, uri: str, command: str) -> str:
+    """What a run cut off from libvirtd did and did not do, counted from its results."""
+    cut = sum(1 for r in result.results if r.connection_lost)
+    skipped = sum(1 for r in result.results if r.status.value == "skipped")
+    parts = []
+    if cut:
+        parts.append(f"{cut} action{'s were' if cut != 1 else ' was'} under way when it broke and "
+                     f"{'are' if cut != 1 else 'is'} listed as failed, though libvirtd may have done "
+                     f"{'them' if cut != 1 else 'it'}")
+    if skipped:
+        parts.append(f"{skipped} not attempted {'are' if skipped != 1 else 'is'} listed as skipped")
+    done = "; ".join(parts) or "no action was affected"
+    return (f"error: lost the connection to libvirtd at {uri} during {command}: {done}. Every action re-checks "
+            "the host before it acts: run the same command again once libvirtd answers, and it finishes what is "
+            "left.")
+
+
+def export(args: argparse.Namespace, console: Output) -> int:
+    """Spec YAML for existing domains, so a hand-made lab can be brought under management."""
+    from ..codec import export as exporter
+    from ..host import LibvirtHost
+
+    host = LibvirtHost(default_uri(args.connect))
+    try:
+        observed = host.observe(volumes=None, live=())
+    finally:
+        host.close()
+    missing = [n for n in args.names if n not in observed.domains]
+    if missing:
+        raise ReconcileError(f"no domain named {', '.join(missing)} on {observed.uri}")
+    doc = exporter.export(observed, args.names, project=args.project)
+    console.out(render.dumps(doc) if console.json else specs.dump(doc))
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

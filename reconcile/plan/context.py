@@ -1,0 +1,70 @@
+"""What every planning step is given and what it returns: a small frozen context instead
+of a long list of parameters, and its findings as a value instead of lists passed in."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from ..model import Action, Desired, Note, Observed, Pending, ResourceKind
+
+
+@dataclass(frozen=True)
+class Options:
+    """What the command line allows beyond the specs."""
+
+    prune: bool = False
+    restart: bool = False         # restart running domains whose changes need it, whatever on_change says
+    adopt: bool = False           # take over existing unmanaged domains that specs name
+    allow_recreate: bool = False  # allow identity-level changes (type, arch, disk format)
+    prune_all: bool = False       # with prune: also domains from files outside the run, even every one
+    destroying: bool = False      # `reconcile destroy`: every domain is absent because the command says so
+
+
+@dataclass(frozen=True)
+class Waits:
+    """For each pool, network and image, the action that brings it (what an action needing
+    it depends on), or that it is refused (then what needs it is refused too)."""
+
+    made: Mapping[tuple[ResourceKind, str], str] = field(default_factory=dict)
+    refused: frozenset[tuple[ResourceKind, str]] = frozenset()
+
+    def on(self, kind: ResourceKind, *names: str) -> tuple[str, ...]:
+        """The ids to wait for before using these resources (none for what already exists)."""
+        return tuple(sorted({self.made[(kind, n)] for n in names if (kind, n) in self.made}))
+
+    def is_refused(self, kind: ResourceKind, name: str) -> bool:
+        return (kind, name) in self.refused
+
+    def __or__(self, other: Waits) -> Waits:
+        return Waits({**self.made, **other.made}, self.refused | other.refused)
+
+
+@dataclass(frozen=True)
+class Planned:
+    """What a step found: actions to take, notes on what it will not or need not do, and
+    running domains' changes that wait for a restart. Steps' findings add up with `+`."""
+
+    actions: tuple[Action, ...] = ()
+    notes: tuple[Note, ...] = ()
+    pending: tuple[Pending, ...] = ()
+
+    def __add__(self, other: Planned) -> Planned:
+        return Planned(self.actions + other.actions, self.notes + other.notes, self.pending + other.pending)
+
+
+def noted(*notes: Note) -> Planned:
+    return Planned(notes=notes)
+
+
+@dataclass(frozen=True)
+class Context:
+    """What the domain steps read: the two states, the options, and what the pool, network
+    and image steps planned before them."""
+
+    desired: Desired
+    observed: Observed
+    options: Options
+    waits: Waits
+    # once per plan: built per domain it made a plan of 10000 domains quadratic
+    by_path: Mapping[str, tuple[str, str]] = field(default_factory=dict)

@@ -1,0 +1,103 @@
+"""Planning pools and images: what volumes wait for, and what the plan refuses of them.
+
+Pure: no libvirt, no files, no clock.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ..model import Action, ActionKind, Change, Desired, Note, Observed, ResourceKind, shown_source
+from ..model.steps import EnsurePool, ImportImage
+from .context import Planned, Waits
+
+
+def plan_pools(desired: Desired, observed: Observed) -> tuple[Planned, Waits]:
+    """Pools are created (built, started, autostarted) or started when missing; never moved
+    or removed. Returns what a volume in each must wait for."""
+    actions: list[Action] = []
+    notes: list[Note] = []
+    made: dict[tuple[ResourceKind, str], str] = {}
+    refused: set[tuple[ResourceKind, str]] = set()
+    for pool in desired.pools:
+        have = observed.pools.get(pool.name)
+        clash = sorted(p.name for p in observed.pools.values()
+                       if have is None and p.path and os.path.normpath(p.path) == os.path.normpath(pool.path))
+        if clash:
+            notes.append(Note(ResourceKind.POOL, pool.name, f"its path {pool.path} is already the directory of pool "
+                              f"{', '.join(clash)} on the host; two pools over one directory see each other's "
+                              f"volumes, so it is not created (use pool {clash[0]!r}, or another path)", refused=True))
+            refused.add((ResourceKind.POOL, pool.name))
+            continue
+        if have is None:
+            a = Action(ActionKind.CREATE, ResourceKind.POOL, pool.name, f"not on the host; directory pool at {pool.path}",
+                       changes=(Change("path", None, pool.path),), payload=EnsurePool(pool.name, pool.path))
+            actions.append(a)
+            made[(ResourceKind.POOL, pool.name)] = a.id
+        elif not have.active:
+            a = Action(ActionKind.START, ResourceKind.POOL, pool.name, "defined but not active",
+                       payload=EnsurePool(pool.name, pool.path))
+            actions.append(a)
+            made[(ResourceKind.POOL, pool.name)] = a.id
+        elif have.path and have.path != pool.path:
+            notes.append(Note(ResourceKind.POOL, pool.name, f"exists at {have.path}, not {pool.path}; used as it is "
+                              "(a pool is never moved: its volumes would be left behind)", always=True))
+        else:
+            notes.append(Note(ResourceKind.POOL, pool.name, "exists and is active"))
+    return Planned(tuple(actions), tuple(notes)), Waits(made, frozenset(refused))
+
+
+def plan_images(desired: Desired, observed: Observed, pools: Waits) -> tuple[Planned, Waits]:
+    """Imports of images not yet in their pool (or whose import never finished); returns
+    what an overlay on each must wait for. An image is never deleted: any number of
+    overlays, of any project, may be built on it."""
+    actions: list[Action] = []
+    notes: list[Note] = []
+    made: dict[tuple[ResourceKind, str], str] = {}
+    refused: set[tuple[ResourceKind, str]] = set()
+    declared_pools = {p.name for p in desired.pools}
+    for image in desired.images:
+        label = f"{image.pool}/{image.name}"
+        key = (image.pool, image.name)
+        if pools.is_refused(ResourceKind.POOL, image.pool):
+            notes.append(Note(ResourceKind.IMAGE, label, f"its pool {image.pool!r} is refused", refused=True))
+            refused.add((ResourceKind.IMAGE, label))
+            continue
+        if image.pool not in observed.pools and image.pool not in declared_pools:
+            notes.append(Note(ResourceKind.IMAGE, label, f"pool {image.pool!r} neither exists on the host nor is "
+                              "declared in the specs; declare it under 'pools'", refused=True))
+            refused.add((ResourceKind.IMAGE, label))
+            continue
+        have = observed.volumes.get(key)
+        redo = have is not None and have.head is not None and have.head.unfinished
+        if have is not None and not redo and have.content_format not in (None, image.format):
+            notes.append(Note(ResourceKind.IMAGE, label, f"the volume exists but holds no {image.format} image (an "
+                              "import cut short leaves this, as does a volume of that name made by hand); it is "
+                              f"not used as a base: delete it (virsh vol-delete --pool {image.pool} {image.name}) "
+                              "and apply again", refused=True))
+            refused.add((ResourceKind.IMAGE, label))
+            continue
+        if have is not None and not redo:
+            notes.append(Note(ResourceKind.IMAGE, label, "imported; an image is imported once and not checked against "
+                              "its source again (delete the volume to import it anew)"))
+            continue
+        checked = "; its sha256 is verified" if image.sha256 else ""
+        source = shown_source(image.source)
+        changes = [Change("source", None, source), Change("format", None, image.format)]
+        if image.sha256:
+            changes.append(Change("sha256", None, image.sha256))
+        why = ("an earlier import never finished (the volume still holds reconcile's unfinished-import marker); "
+               "it is removed and imported again" if redo else "not in the pool")
+        a = Action(ActionKind.CREATE, ResourceKind.IMAGE, label, f"{why}; imported from {source}{checked}",
+                   changes=tuple(changes), depends_on=pools.on(ResourceKind.POOL, image.pool),
+                   payload=ImportImage(image.pool, image.name, image.source, image.format, image.sha256))
+        actions.append(a)
+        made[(ResourceKind.IMAGE, label)] = a.id
+    return Planned(tuple(actions), tuple(notes)), Waits(made, frozenset(refused))
+
+
+def pool_path(pool: str, desired: Desired, observed: Observed) -> str | None:
+    have = observed.pools.get(pool)
+    if have is not None and have.path:
+        return have.path
+    return next((p.path for p in desired.pools if p.name == pool), None)
