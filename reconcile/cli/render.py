@@ -12,7 +12,7 @@ from collections import Counter
 from typing import Any
 
 from ..errors import Diagnostic, shown_path
-from ..model import ActionKind, ApplyResult, Change, Plan, Reference, ResourceKind, Status
+from ..model import ActionKind, ApplyResult, Change, NoteKind, Plan, Reference, ResourceKind, Status
 from ..model.units import format_size
 
 FORMAT_VERSION = 1
@@ -72,7 +72,7 @@ def plan_text(plan: Plan, verbose: bool = False) -> str:
     for note in plan.notes:
         if note.refused:
             lines.append(f"  ! refuse {note.resource.value} {note.name}: {note.message}")
-        elif verbose or note.always or note.message.startswith(("orphaned", "unmanaged")) or " differs (" in note.message:
+        elif verbose or note.kind.always_shown:
             lines.append(f"  = {note.resource.value} {note.name}: {note.message}")
     lines.append(plan_summary(plan))
     return "\n".join(lines)
@@ -83,12 +83,12 @@ def plan_summary(plan: Plan) -> str:
     if plan.pending:
         n = len(plan.pending)
         waiting = f" {n} domain{'s' if n != 1 else ''} pending a restart."
-    unmanaged = sum(1 for n in plan.notes if n.message.startswith("unmanaged"))
+    unmanaged = sum(1 for n in plan.notes if n.kind is NoteKind.UNMANAGED)
     if unmanaged:
         waiting += (f" {unmanaged} domain{'s' if unmanaged != 1 else ''} unmanaged, left alone "
                     "(--adopt takes them over).")
     if plan.empty and not plan.refusals:
-        converged = sum(1 for n in plan.notes if not n.refused and not n.message.startswith("unmanaged"))
+        converged = sum(1 for n in plan.notes if n.kind not in (NoteKind.REFUSED, NoteKind.UNMANAGED))
         return f"No changes. The host matches the specs ({converged} resource{'s' if converged != 1 else ''} checked).{waiting}"
     counts = Counter(a.kind for a in plan.actions)
     parts = [f"{counts.get(k, 0)} to {k.value}" for k in ActionKind]
@@ -149,7 +149,8 @@ def plan_json(plan: Plan) -> dict[str, Any]:
             for a in plan.actions
         ],
         "notes": [
-            {"resource": n.resource.value, "name": n.name, "message": n.message, "refused": n.refused}
+            {"resource": n.resource.value, "name": n.name, "message": n.message, "refused": n.refused,
+             "kind": n.kind.value}
             for n in plan.notes
         ],
         "pending": [

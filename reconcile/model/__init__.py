@@ -11,13 +11,13 @@ from .desired import (DEFAULT_STOP_TIMEOUT, Backing, Cdrom, Console, Desired, Di
                       Interface, NetworkSpec, Origin, PoolSpec, Reference, Seed, State, short_digest, shown_source)
 from .observed import (ImageHead, Observed, ObservedDomain, ObservedNetwork, ObservedPool, ObservedSeed,
                        ObservedVolume, Ownership, VolumeRef)
-from .plan import (Action, ActionKind, ActionResult, ApplyResult, Change, ChangeClass, Note, Pending, Plan,
+from .plan import (Action, ActionKind, ActionResult, ApplyResult, Change, ChangeClass, Note, NoteKind, Pending, Plan,
                    ResourceKind, Status)
 
 __all__ = [
     "DEFAULT_STOP_TIMEOUT", "Backing", "Cdrom", "Console", "Desired", "Disk", "DomainSpec", "Graphics", "ImageSpec",
     "Interface", "NetworkSpec", "Origin", "PoolSpec", "Reference", "Seed", "State", "short_digest", "shown_source",
     "ImageHead", "Observed", "ObservedDomain", "ObservedNetwork", "ObservedPool", "ObservedSeed", "ObservedVolume",
-    "Ownership", "VolumeRef", "Action", "ActionKind", "ActionResult", "ApplyResult", "Change", "ChangeClass", "Note",
+    "Ownership", "VolumeRef", "Action", "ActionKind", "ActionResult", "ApplyResult", "Change", "ChangeClass", "Note", "NoteKind",
     "Pending", "Plan", "ResourceKind", "Status",
 ]

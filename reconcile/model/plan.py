@@ -73,6 +73,21 @@ class Action:
         return f"{self.resource.value}:{self.name}:{self.kind.value}"
 
 
+class NoteKind(str, enum.Enum):
+    """What a note is about; output chooses by it what to show (never by the note's words)."""
+
+    CONVERGED = "converged"  # nothing to do: matches, exists, absent as asked (shown with -v)
+    REFUSED = "refused"      # the specs ask for something reconcile will not do (exit 1)
+    UNMANAGED = "unmanaged"  # exists, not created by reconcile: left alone (--adopt takes it over)
+    ORPHANED = "orphaned"    # managed by the project, no spec mentions it (--prune removes it)
+    DIFFERS = "differs"      # exists but differs from its spec, and is never changed (a network)
+    WARNING = "warning"      # used as it is, but the user should know (a pool at another path)
+
+    @property
+    def always_shown(self) -> bool:
+        return self is not NoteKind.CONVERGED
+
+
 @dataclass(frozen=True)
 class Note:
     """Something the plan reports without acting: a converged resource, an unmanaged one."""
@@ -80,8 +95,11 @@ class Note:
     resource: ResourceKind
     name: str
     message: str
-    refused: bool = False  # True: the specs ask for something reconcile will not do
-    always: bool = False  # shown in every plan, not only with -v: the user should know
+    kind: NoteKind = NoteKind.CONVERGED
+
+    @property
+    def refused(self) -> bool:
+        return self.kind is NoteKind.REFUSED
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from ..model import (Action, ActionKind, Backing, Change, ChangeClass, Disk, DomainSpec, Note, Observed, ObservedDomain,
+from ..model import (Action, ActionKind, Backing, Change, ChangeClass, Disk, DomainSpec, Note, NoteKind, Observed, ObservedDomain,
                      ObservedVolume, ResourceKind)
 from ..model.steps import CreateVolume, DeleteVolume, GrowVolume, OverlayBase, ReplaceVolume, WriteSeed
 from ..model.units import format_size
@@ -170,7 +170,7 @@ def seed_action(spec: DomainSpec, observed: Observed, have: ObservedDomain | Non
         return None
     if got is None and key not in previously_owned:
         return Note(ResourceKind.VOLUME, label, f"exists and is not a cloud-init seed that reconcile wrote for "
-                    f"{spec.name}; it is left alone (remove it, or give the domain another name)", refused=True)
+                    f"{spec.name}; it is left alone (remove it, or give the domain another name)", kind=NoteKind.REFUSED)
     # cloud-init reads the seed when the guest boots: the volume's change is next-boot; the
     # domain's `cloud_init.instance_id` (its metadata) carries the restart that it waits for.
     nb = ChangeClass.NEXT_BOOT

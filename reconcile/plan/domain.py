@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from ..codec import domain as domxml
 from ..codec import ownership
-from ..model import (Action, ActionKind, Change, ChangeClass, Disk, DomainSpec, Note, ObservedDomain, Ownership, Pending,
+from ..model import (Action, ActionKind, Change, ChangeClass, Disk, DomainSpec, Note, NoteKind, ObservedDomain, Ownership, Pending,
                      ResourceKind, State, VolumeRef)
 from ..model.steps import DefineDomain, LiveChange, StartDomain, StopDomain
 from . import diff
@@ -49,7 +49,7 @@ def plan_domain(spec: DomainSpec, ctx: Context) -> Planned:
     bases = {d.target: base_of(d, ctx) for d in spec.disks}
     refusals, replaced = volume_refusals(spec, ctx.observed, bases, previously_owned, ctx.options.allow_recreate)
     if refusals:
-        return noted(*(Note(ResourceKind.DOMAIN, spec.name, m, refused=True) for m in refusals))
+        return noted(*(Note(ResourceKind.DOMAIN, spec.name, m, kind=NoteKind.REFUSED) for m in refusals))
     owner = _owner(spec, ctx, have, previously_owned)
     definition = _define(spec, ctx, have, adopting, owner, bases, replaced)
     if definition.blocked:
@@ -84,12 +84,12 @@ def _admit(spec: DomainSpec, ctx: Context) -> tuple[ObservedDomain | None, bool]
         if not options.adopt:
             return noted(Note(ResourceKind.DOMAIN, spec.name,
                               "unmanaged (exists): it was not created by reconcile, so it is left alone; "
-                              "`apply --adopt` takes it over, showing what would change first"))
+                              "`apply --adopt` takes it over, showing what would change first", NoteKind.UNMANAGED))
         adopting = True
         have = dataclasses.replace(have, ownership=Ownership(project=desired.project))
     if have is not None and have.ownership.project != desired.project:
         return noted(Note(ResourceKind.DOMAIN, spec.name, f"is managed by project {have.ownership.project!r}, "
-                          f"not {desired.project!r}; left alone", refused=True))
+                          f"not {desired.project!r}; left alone", kind=NoteKind.REFUSED))
     if spec.state is State.ABSENT:
         if have is None:
             return noted(Note(ResourceKind.DOMAIN, spec.name, "absent, as the spec says"))
@@ -108,19 +108,19 @@ def _missing(spec: DomainSpec, ctx: Context) -> Planned | None:
     refused += sorted(f"network {n!r}" for n in used_networks if waits.is_refused(ResourceKind.NETWORK, n))
     if refused:
         return noted(Note(ResourceKind.DOMAIN, spec.name, f"uses {', '.join(refused)}, which is refused (see there)",
-                          refused=True))
+                          NoteKind.REFUSED))
     declared_pools = {p.name for p in desired.pools}
     missing_pools = sorted(p for p in used_pools if p not in observed.pools and p not in declared_pools)
     if missing_pools:
         return noted(Note(ResourceKind.DOMAIN, spec.name,
                           f"uses pool {', '.join(repr(p) for p in missing_pools)}, which neither exists on the host "
-                          "nor is declared in the specs; declare it under 'pools'", refused=True))
+                          "nor is declared in the specs; declare it under 'pools'", kind=NoteKind.REFUSED))
     declared_networks = {n.name for n in desired.networks}
     missing_networks = sorted(n for n in used_networks if n not in observed.networks and n not in declared_networks)
     if missing_networks:
         return noted(Note(ResourceKind.DOMAIN, spec.name,
                           f"uses network {', '.join(repr(n) for n in missing_networks)}, which neither exists on the "
-                          "host nor is declared in the specs; declare it under 'networks'", refused=True))
+                          "host nor is declared in the specs; declare it under 'networks'", kind=NoteKind.REFUSED))
     return None
 
 
@@ -156,7 +156,7 @@ def _define(spec: DomainSpec, ctx: Context, have: ObservedDomain | None, adoptin
         what = ", ".join(f"{c.path}: {c.before} -> {c.after}" for c in blocked)
         note = Note(ResourceKind.DOMAIN, spec.name, f"{what} needs the domain recreated"
                     + (" and its disk replaced, which loses the disk's data" if replaced else "")
-                    + "; refused (apply --allow-recreate does it)", refused=True)
+                    + "; refused (apply --allow-recreate does it)", kind=NoteKind.REFUSED)
         return _Definition(Planned(notes=(note,), pending=tuple(mine)), (), blocked=True)
     stop, pending = _restart(spec, ctx, have, changes, mine, bool(recreate))
     stop_id = (stop.id,) if stop else ()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..codec import network as netxml
-from ..model import Action, ActionKind, Change, ChangeClass, Desired, NetworkSpec, Note, Observed, ResourceKind
+from ..model import Action, ActionKind, Change, ChangeClass, Desired, NetworkSpec, Note, NoteKind, Observed, ResourceKind
 from ..model.steps import EnsureNetwork
 from . import diff
 from .context import Planned, Waits
@@ -21,7 +21,7 @@ def plan_networks(desired: Desired, observed: Observed) -> tuple[Planned, Waits]
         clash = network_clash(net, observed) if have is None else ""
         if clash:
             notes.append(Note(ResourceKind.NETWORK, net.name, f"{clash}; libvirt would refuse to start it, so it is "
-                              "not created (give it another address or bridge)", refused=True))
+                              "not created (give it another address or bridge)", kind=NoteKind.REFUSED))
             refused.add((ResourceKind.NETWORK, net.name))
             continue
         if have is None:
@@ -36,7 +36,7 @@ def plan_networks(desired: Desired, observed: Observed) -> tuple[Planned, Waits]
             what = ", ".join(f"{c.path} {c.before} -> {c.after}" for c in differ)
             notes.append(Note(ResourceKind.NETWORK, net.name,
                               f"exists but differs ({what}); a network is never changed once it exists, since "
-                              "every guest on it would lose its link; used as it is"))
+                              "every guest on it would lose its link; used as it is", NoteKind.DIFFERS))
         if not have.active or not have.autostart:
             changes = []
             if not have.active:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ..model import Action, ActionKind, Change, Desired, Note, Observed, ObservedDomain, ResourceKind, State, VolumeRef
+from ..model import Action, ActionKind, Change, Desired, Note, NoteKind, Observed, ObservedDomain, ResourceKind, State, VolumeRef
 from ..model.steps import DeleteVolume, StopDomain, UndefineDomain
 from .context import Options, Planned, noted
 
@@ -31,7 +31,7 @@ def plan_prune(desired: Desired, observed: Observed, options: Options) -> Planne
     orphans = {name: dom for name, dom in mine.items() if name not in declared}
     if not options.prune:
         return noted(*(Note(ResourceKind.DOMAIN, name, "orphaned: managed by this project but no spec mentions it; "
-                            "apply --prune removes it") for name in orphans))
+                            "apply --prune removes it", NoteKind.ORPHANED) for name in orphans))
     outside = {name for name, dom in orphans.items() if not within(dom.ownership.spec_file, desired.roots)}
     prunable = [name for name in orphans if options.prune_all or name not in outside]
     kept = [name for name in mine if declared.get(name, State.ABSENT) is not State.ABSENT]
@@ -41,7 +41,7 @@ def plan_prune(desired: Desired, observed: Observed, options: Options) -> Planne
                             f"--prune would remove every domain of project {desired.project!r} on this host ("
                             f"{listed}) and keep none: refused, since a run given the wrong or an emptied "
                             "directory looks just like this; pass --prune-all if that is what you mean (or use "
-                            "`reconcile destroy` on the specs that made them)", refused=True) for name in prunable))
+                            "`reconcile destroy` on the specs that made them)", kind=NoteKind.REFUSED) for name in prunable))
     out = Planned()
     for name, dom in orphans.items():
         source = dom.ownership.spec_file or "an unknown file"
@@ -52,7 +52,7 @@ def plan_prune(desired: Desired, observed: Observed, options: Options) -> Planne
             out += noted(Note(ResourceKind.DOMAIN, name,
                               f"orphaned: no spec mentions it, but it was made from {source}, which is not among "
                               "the paths this run was given; not pruned (give that file's directory, or "
-                              "--prune-all to prune it anyway)"))
+                              "--prune-all to prune it anyway)", NoteKind.ORPHANED))
     return out
 
 
@@ -80,7 +80,7 @@ def plan_removal(dom: ObservedDomain, reason: str, stop_timeout: float | None, o
             notes.append(Note(ResourceKind.VOLUME, f"{vol.pool}/{vol.name}",
                               f"created by reconcile for {dom.name}, but now also a disk of domain "
                               f"{', '.join(others)}; not deleted with {dom.name} (delete it by hand once no domain "
-                              "uses it)", refused=True))
+                              "uses it)", kind=NoteKind.REFUSED))
             spared.append(f"{vol.pool}/{vol.name} (a disk of {', '.join(others)})")
             continue
         a = Action(ActionKind.DESTROY, ResourceKind.VOLUME, f"{vol.pool}/{vol.name}", f"created by reconcile for {dom.name}",

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 
-from ..model import Action, ActionKind, Change, Desired, Note, Observed, ResourceKind, shown_source
+from ..model import Action, ActionKind, Change, Desired, Note, NoteKind, Observed, ResourceKind, shown_source
 from ..model.steps import EnsurePool, ImportImage
 from .context import Planned, Waits
 
@@ -26,7 +26,7 @@ def plan_pools(desired: Desired, observed: Observed) -> tuple[Planned, Waits]:
         if clash:
             notes.append(Note(ResourceKind.POOL, pool.name, f"its path {pool.path} is already the directory of pool "
                               f"{', '.join(clash)} on the host; two pools over one directory see each other's "
-                              f"volumes, so it is not created (use pool {clash[0]!r}, or another path)", refused=True))
+                              f"volumes, so it is not created (use pool {clash[0]!r}, or another path)", kind=NoteKind.REFUSED))
             refused.add((ResourceKind.POOL, pool.name))
             continue
         if have is None:
@@ -41,7 +41,7 @@ def plan_pools(desired: Desired, observed: Observed) -> tuple[Planned, Waits]:
             made[(ResourceKind.POOL, pool.name)] = a.id
         elif have.path and have.path != pool.path:
             notes.append(Note(ResourceKind.POOL, pool.name, f"exists at {have.path}, not {pool.path}; used as it is "
-                              "(a pool is never moved: its volumes would be left behind)", always=True))
+                              "(a pool is never moved: its volumes would be left behind)", kind=NoteKind.WARNING))
         else:
             notes.append(Note(ResourceKind.POOL, pool.name, "exists and is active"))
     return Planned(tuple(actions), tuple(notes)), Waits(made, frozenset(refused))
@@ -60,12 +60,12 @@ def plan_images(desired: Desired, observed: Observed, pools: Waits) -> tuple[Pla
         label = f"{image.pool}/{image.name}"
         key = (image.pool, image.name)
         if pools.is_refused(ResourceKind.POOL, image.pool):
-            notes.append(Note(ResourceKind.IMAGE, label, f"its pool {image.pool!r} is refused", refused=True))
+            notes.append(Note(ResourceKind.IMAGE, label, f"its pool {image.pool!r} is refused", kind=NoteKind.REFUSED))
             refused.add((ResourceKind.IMAGE, label))
             continue
         if image.pool not in observed.pools and image.pool not in declared_pools:
             notes.append(Note(ResourceKind.IMAGE, label, f"pool {image.pool!r} neither exists on the host nor is "
-                              "declared in the specs; declare it under 'pools'", refused=True))
+                              "declared in the specs; declare it under 'pools'", kind=NoteKind.REFUSED))
             refused.add((ResourceKind.IMAGE, label))
             continue
         have = observed.volumes.get(key)
@@ -74,7 +74,7 @@ def plan_images(desired: Desired, observed: Observed, pools: Waits) -> tuple[Pla
             notes.append(Note(ResourceKind.IMAGE, label, f"the volume exists but holds no {image.format} image (an "
                               "import cut short leaves this, as does a volume of that name made by hand); it is "
                               f"not used as a base: delete it (virsh vol-delete --pool {image.pool} {image.name}) "
-                              "and apply again", refused=True))
+                              "and apply again", kind=NoteKind.REFUSED))
             refused.add((ResourceKind.IMAGE, label))
             continue
         if have is not None and not redo:
