@@ -107,7 +107,7 @@ def test_update_keeps_uuid(host, tmp_path):
     write(tmp_path / "a.yaml", SPEC.replace("memory: 256MiB", "memory: 512MiB"))
     plan, result = converge(host, tmp_path)
     assert [(a.kind, a.name) for a in plan.actions] == [(ActionKind.UPDATE, "td-web01")]
-    assert {c.path for c in plan.actions[0].changes} == {"memory", "current_memory"}
+    assert {c.shown for c in plan.actions[0].changes} == {"memory", "current_memory"}
     assert result.ok
     dom = libvirt.open(URI).lookupByName("td-web01")
     assert dom.UUIDString() == uuid

@@ -20,10 +20,10 @@ _KIB_FIELDS = {"memory", "current_memory"}
 _BYTE_FIELDS = {"size"}
 
 
-def _value(path: str, value: Any) -> str:
+def _value(leaf: str, value: Any) -> str:
+    """A value as shown, by the name of the field it is (sizes with units, booleans)."""
     if value is None:
         return "(none)"
-    leaf = path.rsplit(".", 1)[-1]
     if leaf in _KIB_FIELDS and isinstance(value, int):
         return format_size(value * 1024)
     if leaf in _BYTE_FIELDS and isinstance(value, int):
@@ -31,25 +31,26 @@ def _value(path: str, value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, list):
-        return "[" + ", ".join(_value(path, v) for v in value) + "]"
+        return "[" + ", ".join(_value(leaf, v) for v in value) + "]"
     if isinstance(value, dict):
         return "{" + ", ".join(f"{k}: {_value(k, v)}" for k, v in value.items()) + "}"
     return str(value)
 
 
 def change_line(change: Change) -> str:
+    name, leaf = change.shown, str(change.path[-1])
     if change.before is None:
-        return f"{change.path}: {_value(change.path, change.after)}"
+        return f"{name}: {_value(leaf, change.after)}"
     if change.after is None:
-        return f"{change.path}: {_value(change.path, change.before)} -> (removed)"
-    return f"{change.path}: {_value(change.path, change.before)} -> {_value(change.path, change.after)}"
+        return f"{name}: {_value(leaf, change.before)} -> (removed)"
+    return f"{name}: {_value(leaf, change.before)} -> {_value(leaf, change.after)}"
 
 
 def change_text(change: Change) -> str:
     """A change line with its class, and a drift mark when the host moved on its own."""
     line = change_line(change)
     if change.klass is not None and change.before is None and change.after is not None:
-        line = f"{change.path}: (none) -> {_value(change.path, change.after)}"  # something the host lacks
+        line = f"{change.shown}: (none) -> {_value(str(change.path[-1]), change.after)}"  # something the host lacks
     if change.klass is not None:
         line += f"  [{change.klass.value}]"
     if change.drift:
@@ -123,7 +124,7 @@ def apply_recap(result: ApplyResult) -> str:
 
 
 def _change_json(change: Change) -> dict[str, Any]:
-    return {"path": change.path, "before": change.before, "after": change.after,
+    return {"path": change.shown, "before": change.before, "after": change.after,
             "class": change.klass.value if change.klass else None, "drift": change.drift}
 
 

@@ -50,11 +50,27 @@ class Change:
     the same: someone changed it behind reconcile's back.
     """
 
-    path: str
+    path: tuple[str | int, ...]  # ("disks", "vda", "size"); `shown` is how people read it
     before: Any
     after: Any
     klass: ChangeClass | None = None
     drift: bool = False
+
+    @property
+    def shown(self) -> str:
+        return show_path(self.path)
+
+
+# Fields keyed by a name, which is shown in brackets: disks[vda].size, volumes[pool/name].keep.
+KEYED = ("disks", "cdroms", "volumes")
+
+
+def show_path(path: tuple[str | int, ...]) -> str:
+    """A change's path as output shows it: `disks[vda].format`, `cloud_init.instance_id`."""
+    out = str(path[0])
+    for i, part in enumerate(path[1:], 1):
+        out += f"[{part}]" if i == 1 and path[0] in KEYED else f".{part}"
+    return out
 
 
 @dataclass(frozen=True)

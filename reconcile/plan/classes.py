@@ -25,8 +25,8 @@ def canonical(spec: DomainSpec, observed: Observed, have: dict) -> dict:
 def classify(change: Change, want: dict, have: dict) -> ChangeClass:
     """How a change reaches a running domain (see docs/specs.md, "Change classes")."""
     path = change.path
-    top = path.split("[")[0].split(".")[0]
-    if top in ("type", "arch") or (top == "disks" and path.endswith(".format")):
+    top = path[0]
+    if top in ("type", "arch") or (top == "disks" and path[-1] == "format"):
         return ChangeClass.RECREATE
     if top in ("autostart", "volumes", "owner", "state"):
         return ChangeClass.LIVE
@@ -40,7 +40,7 @@ def classify(change: Change, want: dict, have: dict) -> ChangeClass:
         within = want.get("max_vcpus", have.get("max_vcpus")) == have.get("max_vcpus")
         grows = (change.after or 0) > (change.before or 0)
         return ChangeClass.LIVE if within and grows and change.after <= (have.get("max_vcpus") or 0) else ChangeClass.RESTART
-    if top == "cdroms" and path.endswith(".path"):
+    if top == "cdroms" and path[-1] == "path":
         return ChangeClass.LIVE  # a media change in a drive that stays
     if top == "boot":
         return ChangeClass.NEXT_BOOT
@@ -57,10 +57,10 @@ def live_ops(changes: Iterable[Change]) -> tuple[LiveChange, ...]:
     for c in changes:
         if c.klass is not ChangeClass.LIVE:
             continue
-        if c.path == "current_memory":
+        if c.path == ("current_memory",):
             ops.append(SetMemory(c.after))
-        elif c.path == "vcpus":
+        elif c.path == ("vcpus",):
             ops.append(SetVcpus(c.after))
-        elif c.path.startswith("cdroms[") and c.path.endswith(".path"):
-            ops.append(ChangeMedia(c.path[len("cdroms["):c.path.index("]")], c.after))
+        elif c.path[0] == "cdroms" and c.path[-1] == "path":
+            ops.append(ChangeMedia(c.path[1], c.after))
     return tuple(ops)

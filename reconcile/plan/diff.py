@@ -64,7 +64,7 @@ def changes(desired: dict[str, Any], observed: dict[str, Any],
     from deepdiff import DeepDiff
 
     diff = DeepDiff(before, desired, view="tree", verbose_level=2)
-    found: dict[str, Change] = {}
+    found: dict[tuple, Change] = {}
     for levels in diff.values():
         for level in levels:
             path = level.path(output_format="list")
@@ -73,19 +73,12 @@ def changes(desired: dict[str, Any], observed: dict[str, Any],
                 path = path[:1]
             elif top in COLLECTIONS and len(path) > 3:
                 path = path[:3]
-            name = _dotted(path)
-            if name not in found:
+            key = tuple(path)
+            if key not in found:
                 after = _get(desired, path)
                 drift = applied is not None and _get(applied, path) == after
-                found[name] = Change(name, _get(before, path), after, drift=drift)
-    return tuple(sorted(found.values(), key=lambda c: c.path))
-
-
-def _dotted(path: list[Any]) -> str:
-    out = str(path[0])
-    for part in path[1:]:
-        out += f"[{part}]" if len(path) > 1 and path[0] in COLLECTIONS and part == path[1] else f".{part}"
-    return out
+                found[key] = Change(key, _get(before, path), after, drift=drift)
+    return tuple(sorted(found.values(), key=lambda c: c.shown))
 
 
 def _get(data: Any, path: list[Any]) -> Any:

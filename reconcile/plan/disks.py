@@ -83,7 +83,7 @@ def overlay_faults(disk: Disk, vol: ObservedVolume, base: Base | None) -> list[C
     its disk, so it counts as much as a wrong base."""
     out: list[Change] = []
     if vol.format and vol.format != disk.format:
-        out.append(Change(f"disks[{disk.target}].format", vol.format, disk.format, ChangeClass.RECREATE))
+        out.append(Change(("disks", disk.target, "format"), vol.format, disk.format, ChangeClass.RECREATE))
     if base is None:
         return out
     head = vol.head if vol.head is not None and vol.head.format == "qcow2" else None
@@ -91,9 +91,9 @@ def overlay_faults(disk: Disk, vol: ObservedVolume, base: Base | None) -> list[C
     if backing and not backing.startswith("/") and vol.path:  # qemu resolves a relative name beside the overlay
         backing = os.path.normpath(os.path.join(os.path.dirname(vol.path), backing))
     if backing != base.path:
-        out.append(Change(f"disks[{disk.target}].backing", backing, base.path, ChangeClass.RECREATE))
+        out.append(Change(("disks", disk.target, "backing"), backing, base.path, ChangeClass.RECREATE))
     elif head is not None and base.format is not None and head.backing_format != base.format:
-        out.append(Change(f"disks[{disk.target}].backing_format", head.backing_format, base.format,
+        out.append(Change(("disks", disk.target, "backing_format"), head.backing_format, base.format,
                           ChangeClass.RECREATE))
     return out
 
@@ -123,7 +123,7 @@ def volume_refusals(spec: DomainSpec, observed: Observed, bases: dict, owned: se
             continue
         why = []
         for fault in overlay_faults(disk, vol, base):
-            leaf = fault.path.rsplit(".", 1)[1]
+            leaf = fault.path[-1]
             if leaf == "format":
                 why.append(f"is {fault.before}, the spec says {fault.after}")
             elif leaf == "backing":
@@ -162,7 +162,7 @@ def seed_action(spec: DomainSpec, observed: Observed, have: ObservedDomain | Non
     if key not in observed.volumes:
         return Action(ActionKind.CREATE, ResourceKind.VOLUME, label,
                       f"cloud-init seed of {spec.name}: NoCloud ISO labelled cidata, instance-id {seed.instance_id}",
-                      changes=tuple(Change(name, None, digest) for name, digest in want.items()),
+                      changes=tuple(Change((name,), None, digest) for name, digest in want.items()),
                       depends_on=waits, payload=params)
     live = observed.seeds.get(key)
     got = live.file_digests() if live is not None and live.files is not None else None
@@ -174,11 +174,11 @@ def seed_action(spec: DomainSpec, observed: Observed, have: ObservedDomain | Non
     # cloud-init reads the seed when the guest boots: the volume's change is next-boot; the
     # domain's `cloud_init.instance_id` (its metadata) carries the restart that it waits for.
     nb = ChangeClass.NEXT_BOOT
-    changes = [Change(name, (got or {}).get(name), digest, nb) for name, digest in want.items()
+    changes = [Change((name,), (got or {}).get(name), digest, nb) for name, digest in want.items()
                if (got or {}).get(name) != digest]
-    changes += [Change(name, digest, None, nb) for name, digest in (got or {}).items() if name not in want]
+    changes += [Change((name,), digest, None, nb) for name, digest in (got or {}).items() if name not in want]
     if live is not None and live.instance_id != seed.instance_id:
-        changes.append(Change("instance-id", live.instance_id, seed.instance_id, nb))
+        changes.append(Change(("instance-id",), live.instance_id, seed.instance_id, nb))
     when = ("cloud-init runs again with it at the domain's next boot" if running or have is None
             else "cloud-init runs again with it when the domain boots")
     return Action(ActionKind.UPDATE, ResourceKind.VOLUME, label,
@@ -201,15 +201,15 @@ def disk_actions(spec: DomainSpec, ctx: Context, bases: dict[str, Base | None], 
         deps = ctx.waits.on(ResourceKind.POOL, disk.pool) + define_id + ((base.wait,) if base and base.wait else ())
         if disk in replaced:
             why = "allow_replace" if disk.allow_replace else "--allow-recreate"
-            changes = [dataclasses.replace(c, path=c.path.rsplit(".", 1)[1]) for c in overlay_faults(disk, vol, base)]
+            changes = [dataclasses.replace(c, path=c.path[-1:]) for c in overlay_faults(disk, vol, base)]
             gone = Action(ActionKind.DESTROY, ResourceKind.VOLUME, label,
                           f"disk {disk.target} of {spec.name}: replaced by a new {what} (recreate, {why}; its data is lost)",
                           changes=tuple(changes), depends_on=define_id, payload=ReplaceVolume(disk.pool, disk.volume))
             actions.append(gone)
             deps, vol = deps + (gone.id,), None
         if vol is None:
-            changes = [Change("size", None, disk.size if disk.size is not None else "(of the base)"),
-                       Change("format", None, disk.format)] + ([Change("backing", None, base.path)] if base else [])
+            changes = [Change(("size",), None, disk.size if disk.size is not None else "(of the base)"),
+                       Change(("format",), None, disk.format)] + ([Change(("backing",), None, base.path)] if base else [])
             create = CreateVolume(disk.pool, disk.volume, disk.size, disk.format,
                                   OverlayBase(base.path, base.format) if base else None)
             actions.append(Action(ActionKind.CREATE, ResourceKind.VOLUME, label, f"disk {disk.target} of {spec.name}: "
@@ -219,7 +219,7 @@ def disk_actions(spec: DomainSpec, ctx: Context, bases: dict[str, Base | None], 
             whole = "" if disk.size is not None else f" to the size of its base {base.path}"
             actions.append(Action(ActionKind.UPDATE, ResourceKind.VOLUME, label,
                                   f"disk {disk.target} of {spec.name}: grow in place{whole}; {when}",
-                                  changes=(Change("size", virtual_size(vol), want_size,
+                                  changes=(Change(("size",), virtual_size(vol), want_size,
                                                   ChangeClass.LIVE if live else ChangeClass.NEXT_BOOT),),
                                   depends_on=define_id,
                                   payload=GrowVolume(disk.pool, disk.volume, want_size, spec.name, disk.target)))

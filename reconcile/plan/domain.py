@@ -141,7 +141,7 @@ def _owner(spec: DomainSpec, ctx: Context, have: ObservedDomain | None,
 def _define(spec: DomainSpec, ctx: Context, have: ObservedDomain | None, adopting: bool, owner: Ownership,
             bases: dict[str, Base | None], replaced: list[Disk]) -> _Definition:
     if have is None:
-        changes = tuple(Change(k, None, v) for k, v in sorted(spec.essence().items()) if v not in ({}, [], None))
+        changes = tuple(Change((k,), None, v) for k, v in sorted(spec.essence().items()) if v not in ({}, [], None))
         action = Action(ActionKind.CREATE, ResourceKind.DOMAIN, spec.name, "not on the host", changes=changes,
                         payload=define_payload(spec, owner, None, None, ctx, (), State.STOPPED))
         return _Definition(Planned((action,)), (action.id,), defined=True)
@@ -150,10 +150,10 @@ def _define(spec: DomainSpec, ctx: Context, have: ObservedDomain | None, adoptin
     changes, mine = _changes(spec, ctx, have, adopting, owner, want, bases, replaced)
     recreate = [c for c in changes if c.klass is ChangeClass.RECREATE]
     # A disk replaced under its own allow_replace needs no --allow-recreate.
-    allowed = {f"disks[{d.target}].{f}" for d in replaced for f in ("format", "backing", "backing_format")}
+    allowed = {("disks", d.target, f) for d in replaced for f in ("format", "backing", "backing_format")}
     blocked = [c for c in recreate if c.path not in allowed]
     if blocked and not ctx.options.allow_recreate:
-        what = ", ".join(f"{c.path}: {c.before} -> {c.after}" for c in blocked)
+        what = ", ".join(f"{c.shown}: {c.before} -> {c.after}" for c in blocked)
         note = Note(ResourceKind.DOMAIN, spec.name, f"{what} needs the domain recreated"
                     + (" and its disk replaced, which loses the disk's data" if replaced else "")
                     + "; refused (apply --allow-recreate does it)", kind=NoteKind.REFUSED)
@@ -169,7 +169,7 @@ def _define(spec: DomainSpec, ctx: Context, have: ObservedDomain | None, adoptin
         reason = "adopt: add reconcile's ownership record; " + reason
     if any(c.drift for c in changes):
         reason += "; changed outside reconcile (drift)"
-    deferred = [c.path for c in changes if c.klass in (ChangeClass.RESTART, ChangeClass.NEXT_BOOT)] if running else []
+    deferred = [c.shown for c in changes if c.klass in (ChangeClass.RESTART, ChangeClass.NEXT_BOOT)] if running else []
     if deferred:
         reason += f"; the domain is running: {', '.join(deferred)} take{'s' if len(deferred) == 1 else ''} " \
                   "effect at its next restart (on_change: defer)"
@@ -193,7 +193,7 @@ def _changes(spec: DomainSpec, ctx: Context, have: ObservedDomain, adopting: boo
                        if c.path not in known)
     changes.extend(_ownership_changes(have.ownership, owner))
     if adopting:
-        changes.append(Change("owner", None, ctx.desired.project, ChangeClass.LIVE))
+        changes.append(Change(("owner",), None, ctx.desired.project, ChangeClass.LIVE))
     live_only: list[Change] = []
     mine: list[Pending] = []  # this domain's, kept apart: scanning all of them per domain was quadratic
     if have.running and have.live_essence is not None:
@@ -211,7 +211,7 @@ def _changes(spec: DomainSpec, ctx: Context, have: ObservedDomain, adopting: boo
             else:
                 # The config already says what the spec says: waiting, not drifting.
                 mine.append(Pending(spec.name, "", (dataclasses.replace(c, drift=False),)))
-    return sorted(changes + live_only, key=lambda c: c.path), mine
+    return sorted(changes + live_only, key=lambda c: c.shown), mine
 
 
 def _restart(spec: DomainSpec, ctx: Context, have: ObservedDomain, changes: list[Change], mine: list[Pending],
@@ -224,11 +224,11 @@ def _restart(spec: DomainSpec, ctx: Context, have: ObservedDomain, changes: list
     stop_first = have.running and (needs_restart and (spec.on_change == "restart" or options.restart) or recreate)
     if stop_first:
         why = "recreate" if recreate else ("apply --restart" if options.restart else "on_change: restart")
-        fields = sorted({c.path for c in changes if c.klass is not ChangeClass.LIVE}
-                        | {c.path for p in mine for c in p.changes})
+        fields = sorted({c.shown for c in changes if c.klass is not ChangeClass.LIVE}
+                        | {c.shown for p in mine for c in p.changes})
         what = "restart to apply" if spec.state is State.RUNNING else "the spec says stopped; stop first to apply"
         return Action(ActionKind.STOP, ResourceKind.DOMAIN, spec.name, f"{what} {', '.join(fields)} ({why})",
-                      changes=(Change("state", "running", "stopped", ChangeClass.LIVE),),
+                      changes=(Change(("state",), "running", "stopped", ChangeClass.LIVE),),
                       payload=StopDomain(spec.stop_timeout)), ()
     if mine:
         merged = tuple(c for p in mine for c in p.changes)
@@ -245,10 +245,10 @@ def _state(spec: DomainSpec, ctx: Context, have: ObservedDomain | None, definiti
     recorded_state = have.ownership.applied.get("state") if have and have.ownership.applied else None
     if spec.state is State.RUNNING and (not running or definition.restarting):
         if definition.restarting:
-            reason, change = "start again after the restart", Change("state", "stopped", "running", ChangeClass.LIVE)
+            reason, change = "start again after the restart", Change(("state",), "stopped", "running", ChangeClass.LIVE)
         else:
             reason = "the spec says running; " + ("it is created stopped" if have is None else "it is shut off")
-            change = Change("state", "stopped" if have else None, "running", ChangeClass.LIVE if have else None,
+            change = Change(("state",), "stopped" if have else None, "running", ChangeClass.LIVE if have else None,
                             drift=recorded_state == "running")
         waits = (ctx.waits.on(ResourceKind.POOL, *sorted({d.pool for d in spec.disks}))
                  + ctx.waits.on(ResourceKind.NETWORK, *sorted({i.network for i in spec.interfaces or ()})))
@@ -256,7 +256,7 @@ def _state(spec: DomainSpec, ctx: Context, have: ObservedDomain | None, definiti
                                depends_on=definition.define_id + volume_ids + waits, payload=StartDomain()),))
     if spec.state is State.STOPPED and running and not definition.stop_id:
         return Planned((Action(ActionKind.STOP, ResourceKind.DOMAIN, spec.name, "the spec says stopped; it is running",
-                               changes=(Change("state", "running", "stopped", ChangeClass.LIVE,
+                               changes=(Change(("state",), "running", "stopped", ChangeClass.LIVE,
                                                drift=recorded_state == "stopped"),),
                                payload=StopDomain(spec.stop_timeout)),))
     return Planned()
@@ -267,12 +267,12 @@ def _ownership_changes(before: Ownership | None, after: Ownership) -> list[Chang
         return []
     was = {(v.pool, v.name): v.keep for v in before.volumes}
     now = {(v.pool, v.name): v.keep for v in after.volumes}
-    out = [Change(f"volumes[{pool}/{name}].keep", was[(pool, name)], keep, ChangeClass.LIVE)
+    out = [Change(("volumes", f"{pool}/{name}", "keep"), was[(pool, name)], keep, ChangeClass.LIVE)
            for (pool, name), keep in sorted(now.items()) if (pool, name) in was and was[(pool, name)] != keep]
     # Recorded for a prune, which has no spec to read it from; a record from before there
     # was one is brought up to date with the next change, not on its own.
     if before.stop_timeout is not None and before.stop_timeout != after.stop_timeout:
-        out.append(Change("stop_timeout", before.stop_timeout, after.stop_timeout, ChangeClass.LIVE))
+        out.append(Change(("stop_timeout",), before.stop_timeout, after.stop_timeout, ChangeClass.LIVE))
     return out
 
 

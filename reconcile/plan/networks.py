@@ -25,7 +25,7 @@ def plan_networks(desired: Desired, observed: Observed) -> tuple[Planned, Waits]
             refused.add((ResourceKind.NETWORK, net.name))
             continue
         if have is None:
-            changes = tuple(Change(k, None, v) for k, v in sorted(net.essence().items()))
+            changes = tuple(Change((k,), None, v) for k, v in sorted(net.essence().items()))
             a = Action(ActionKind.CREATE, ResourceKind.NETWORK, net.name, f"not on the host; {net.mode} network",
                        changes=changes, payload=payload)
             actions.append(a)
@@ -33,16 +33,16 @@ def plan_networks(desired: Desired, observed: Observed) -> tuple[Planned, Waits]
             continue
         differ = diff.changes(net.essence(), have.essence)
         if differ:
-            what = ", ".join(f"{c.path} {c.before} -> {c.after}" for c in differ)
+            what = ", ".join(f"{c.shown} {c.before} -> {c.after}" for c in differ)
             notes.append(Note(ResourceKind.NETWORK, net.name,
                               f"exists but differs ({what}); a network is never changed once it exists, since "
                               "every guest on it would lose its link; used as it is", NoteKind.DIFFERS))
         if not have.active or not have.autostart:
             changes = []
             if not have.active:
-                changes.append(Change("active", False, True, ChangeClass.LIVE))
+                changes.append(Change(("active",), False, True, ChangeClass.LIVE))
             if not have.autostart:
-                changes.append(Change("autostart", False, True, ChangeClass.LIVE))
+                changes.append(Change(("autostart",), False, True, ChangeClass.LIVE))
             a = Action(ActionKind.START, ResourceKind.NETWORK, net.name,
                        "defined but " + " and ".join(("not active",) * (not have.active) + ("not autostarted",) * (not have.autostart)),
                        changes=tuple(changes), payload=payload)

@@ -64,7 +64,7 @@ def plan_removal(dom: ObservedDomain, reason: str, stop_timeout: float | None, o
     stop: tuple[str, ...] = ()
     if dom.running:
         a = Action(ActionKind.STOP, ResourceKind.DOMAIN, dom.name, f"{reason}; it is running",
-                   changes=(Change("state", "running", "stopped"),), payload=StopDomain(stop_timeout))
+                   changes=(Change(("state",), "running", "stopped"),), payload=StopDomain(stop_timeout))
         actions.append(a)
         stop = (a.id,)
     volume_ids = []
@@ -90,7 +90,7 @@ def plan_removal(dom: ObservedDomain, reason: str, stop_timeout: float | None, o
     kept = [f"{v.pool}/{v.name}" for v in dom.ownership.volumes if v.keep] if dom.ownership else []
     why = reason + (f"; keeps {', '.join(kept + spared)}" if kept or spared else "")
     actions.append(Action(ActionKind.DESTROY, ResourceKind.DOMAIN, dom.name, why,
-                          changes=(Change("state", "running" if dom.running else "stopped", "absent"),),
+                          changes=(Change(("state",), "running" if dom.running else "stopped", "absent"),),
                           depends_on=stop + tuple(volume_ids), payload=UndefineDomain(dom.uuid)))
     return Planned(tuple(actions), tuple(notes))
 

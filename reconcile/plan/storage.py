@@ -31,7 +31,7 @@ def plan_pools(desired: Desired, observed: Observed) -> tuple[Planned, Waits]:
             continue
         if have is None:
             a = Action(ActionKind.CREATE, ResourceKind.POOL, pool.name, f"not on the host; directory pool at {pool.path}",
-                       changes=(Change("path", None, pool.path),), payload=EnsurePool(pool.name, pool.path))
+                       changes=(Change(("path",), None, pool.path),), payload=EnsurePool(pool.name, pool.path))
             actions.append(a)
             made[(ResourceKind.POOL, pool.name)] = a.id
         elif not have.active:
@@ -83,9 +83,9 @@ def plan_images(desired: Desired, observed: Observed, pools: Waits) -> tuple[Pla
             continue
         checked = "; its sha256 is verified" if image.sha256 else ""
         source = shown_source(image.source)
-        changes = [Change("source", None, source), Change("format", None, image.format)]
+        changes = [Change(("source",), None, source), Change(("format",), None, image.format)]
         if image.sha256:
-            changes.append(Change("sha256", None, image.sha256))
+            changes.append(Change(("sha256",), None, image.sha256))
         why = ("an earlier import never finished (the volume still holds reconcile's unfinished-import marker); "
                "it is removed and imported again" if redo else "not in the pool")
         a = Action(ActionKind.CREATE, ResourceKind.IMAGE, label, f"{why}; imported from {source}{checked}",
