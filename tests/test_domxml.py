@@ -57,7 +57,7 @@ SPEC = DomainSpec(
 
 
 def patched(spec: DomainSpec = SPEC) -> ET.Element:
-    return ET.fromstring(domxml.domain_xml(spec, Ownership(project="p"), base=BASE))
+    return ET.fromstring(domxml.domain_xml(spec, Ownership(project="p"), current=BASE))
 
 
 def test_update_keeps_identity_firmware_and_unmanaged_devices():
@@ -107,5 +107,5 @@ def test_console_with_a_log_replaces_a_bare_serial_port():
     assert root.find("devices/console/target").get("type") == "serial"
     assert domxml.essence_of(ET.tostring(root, encoding="unicode"))["console"] == spec.essence()["console"]
     # Already as the spec says: kept as it is, with what libvirt filled in.
-    again = ET.fromstring(domxml.domain_xml(spec, Ownership(project="p"), base=ET.tostring(root, encoding="unicode")))
+    again = ET.fromstring(domxml.domain_xml(spec, Ownership(project="p"), current=ET.tostring(root, encoding="unicode")))
     assert ET.tostring(again.find("devices/serial")) == ET.tostring(serial)

@@ -20,17 +20,17 @@ from .ownership import _Q, _owner_element, ownership_element
 
 
 
-def domain_xml(spec: DomainSpec, owner: Ownership, uuid: str | None = None, base: str | None = None,
+def domain_xml(spec: DomainSpec, owner: Ownership, uuid: str | None = None, current: str | None = None,
                volume_by_path: Mapping[str, tuple[str, str]] | None = None) -> str:
     """The XML reconcile defines for a spec.
 
-    With `base` (the domain's current persistent XML) only what the spec manages is
+    With `current` (the domain's persistent XML as it is) only what the spec manages is
     rewritten: UUID, MAC addresses, NVRAM, PCI addresses and every field the spec leaves out
     stay as they are. Without it, a minimal domain is built. `uuid` keeps a replaced
     domain's identity.
     """
-    if base is not None:
-        dom = ET.fromstring(base)
+    if current is not None:
+        dom = ET.fromstring(current)
     else:
         dom = ET.Element("domain", {"type": spec.type})
         ET.SubElement(dom, "name").text = spec.name

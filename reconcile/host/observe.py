@@ -15,6 +15,7 @@ from ..codec import imagehead, ownership
 from ..codec import network as netxml
 from ..codec import seed
 from ..codec import storage
+from ..model.observed import volume_paths
 from ..model import Observed, ObservedDomain, ObservedNetwork, ObservedPool, ObservedSeed, ObservedVolume
 from .connection import Connection
 from .errors import translate, wrapped
@@ -200,7 +201,7 @@ def _domains(listed: _Listing, xml_of: dict, volumes: dict[tuple[str, str], Obse
 
     With a project, the domains observed are those the specs name and those the project
     manages; the XML of the others is only scanned for its disks."""
-    by_path = {v.path: (v.pool, v.name) for v in volumes.values()}
+    by_path = volume_paths(volumes)
     observed: dict[str, ObservedDomain] = {}
     users: dict[tuple[str, str], list[str]] = {}
     scoped = want.project is not None and want.live is not None

@@ -4,6 +4,8 @@ plus reconcile's ownership record that each managed domain carries. Immutable da
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -107,6 +109,11 @@ class ObservedNetwork:
     owner_project: str | None = None
 
 
+def volume_paths(volumes: Mapping[tuple[str, str], ObservedVolume]) -> dict[str, tuple[str, str]]:
+    """Which pool volume each file is: how a disk given by its file is known as a volume."""
+    return {v.path: (v.pool, v.name) for v in volumes.values() if v.path}
+
+
 @dataclass(frozen=True)
 class Observed:
     uri: str
@@ -119,3 +126,7 @@ class Observed:
     attached: dict[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
     # Machine type aliases the hypervisor resolves, e.g. ("x86_64", "pc") -> "pc-i440fx-7.2".
     machine_aliases: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    @functools.cached_property
+    def by_path(self) -> dict[str, tuple[str, str]]:
+        return volume_paths(self.volumes)

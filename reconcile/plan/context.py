@@ -66,5 +66,8 @@ class Context:
     observed: Observed
     options: Options
     waits: Waits
-    # once per plan: built per domain it made a plan of 10000 domains quadratic
-    by_path: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+
+    @property
+    def by_path(self) -> Mapping[str, tuple[str, str]]:
+        # once per plan (cached on Observed): built per domain it made a plan of 10000 domains quadratic
+        return self.observed.by_path

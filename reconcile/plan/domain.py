@@ -276,11 +276,11 @@ def _ownership_changes(before: Ownership | None, after: Ownership) -> list[Chang
     return out
 
 
-def define_payload(spec: DomainSpec, owner: Ownership, uuid: str | None, base: str | None, ctx: Context,
+def define_payload(spec: DomainSpec, owner: Ownership, uuid: str | None, current: str | None, ctx: Context,
                    live: tuple[LiveChange, ...], state: State) -> DefineDomain:
     """What defining the domain takes. The state recorded as applied is the one the domain
     has once defined; the start or stop that follows records its own when it succeeds, so a
     start that never happened (a run cut short) is not later taken for drift."""
     owner = dataclasses.replace(owner, applied=dict(owner.applied or {}, state=state.value))
-    xml = domxml.domain_xml(spec, owner, uuid, base=base or None, volume_by_path=ctx.by_path)
+    xml = domxml.domain_xml(spec, owner, uuid, current=current or None, volume_by_path=ctx.by_path)
     return DefineDomain(xml, spec.autostart, live)

@@ -58,8 +58,7 @@ def plan(desired: Desired, observed: Observed, prune: bool = False, options: Opt
     pools, pool_waits = plan_pools(desired, observed)
     networks, net_waits = plan_networks(desired, observed)
     images, image_waits = plan_images(desired, observed, pool_waits)
-    ctx = Context(desired, observed, options, pool_waits | net_waits | image_waits,
-                  {v.path: (v.pool, v.name) for v in observed.volumes.values() if v.path})
+    ctx = Context(desired, observed, options, pool_waits | net_waits | image_waits)
     found = pools + networks + images
     for spec in desired.domains:
         found += plan_domain(spec, ctx)

@@ -8,7 +8,6 @@ so that one mistake does not cascade into "undeclared" reports elsewhere.
 
 from __future__ import annotations
 
-import difflib
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -19,7 +18,7 @@ from ..errors import Diagnostic, SpecError, shown_path
 from ..model import Desired, DomainSpec, ImageSpec, NetworkSpec, Origin, PoolSpec, Reference
 from .domain import DomainReader
 from .files import find_files, read_file
-from .formats import check_name
+from .formats import check_name, closest
 from .layers import DIRECTORY_DEFAULTS, Layer, Located, expand_index, has_index, merge_layers
 from .paths import at, list_of
 from .schema import _kind, _schema_problems
@@ -226,8 +225,8 @@ class ModelBuilder:
                     if chosen in profiles:
                         stack.append(profiles[chosen])
                     elif not chosen_at.file.is_bad(chosen_at.base + ("profile",)):
-                        close = difflib.get_close_matches(chosen, list(profiles), n=1)
-                        hint = f"did you mean {close[0]!r}? " if close else ""
+                        close = closest(chosen, profiles)
+                        hint = f"did you mean {close!r}? " if close else ""
                         known = ", ".join(repr(p) for p in sorted(profiles)) or "none"
                         self.problems.append(chosen_at.file.diag(
                             chosen_at.base + ("profile",),
@@ -324,8 +323,8 @@ class ModelBuilder:
             declared = self.declared.get(kind, {})
             if name in declared or (kind, name) in expected:
                 continue
-            close = difflib.get_close_matches(name, list(declared), n=1)
-            hint = f"did you mean {close[0]!r}, declared at {declared[close[0]]}?" if close else ""
+            close = closest(name, declared)
+            hint = f"did you mean {close!r}, declared at {declared[close]}?" if close else ""
             expected[(kind, name)] = Reference(kind=kind.rstrip("s"), name=name, origin=origin, hint=hint)
         return sorted(expected.values(), key=lambda r: (r.kind, r.name))
 

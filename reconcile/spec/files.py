@@ -11,7 +11,7 @@ import yaml
 
 from ..errors import Diagnostic, shown_path
 from .source import SpecFile
-from .yaml12 import _NULL, _Builder, _Loader, _TooLarge
+from .yaml12 import _NULL, NodeReader, _Loader, _TooLarge
 
 SUFFIXES = (".yaml", ".yml")
 MAX_FILE_BYTES = 10 * 1024 * 1024
@@ -47,7 +47,7 @@ def read_file(path: str, problems: list[Diagnostic]) -> SpecFile | None:
             problems.append(Diagnostic(path, 1, 1, "", "the file is empty; expected a mapping with 'domains' "
                                                        "and/or 'pools'"))
             return None
-        builder = _Builder(spec, problems)
+        builder = NodeReader(spec, problems)
         spec.data = builder.build(node, ())
         builder.finish()
     except _TooLarge as exc:

@@ -7,14 +7,16 @@ rather than that a regular expression did not match.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from ..model.units import parse_size
 
 _NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
-_INDEX = re.compile(r"\{index(?::0[1-9])?\}")
+# `{index}` or `{index:0N}` (zero-padded to N digits) in a name that `count` copies.
+INDEX = re.compile(r"\{index(?::0([1-9]))?\}")
 
 
 def check_name(value: str) -> None:
@@ -39,7 +41,7 @@ def check_name(value: str) -> None:
 
 
 def check_templated_name(value: str) -> None:
-    check_name(_INDEX.sub("1", value))
+    check_name(INDEX.sub("1", value))
 
 
 def check_size(value: str) -> None:
@@ -89,3 +91,9 @@ FORMATS: dict[str, Callable[[str], None]] = {
     "mac": check_mac,
     "uri": check_uri,
 }
+
+
+def closest(word: object, choices: Iterable[str], cutoff: float = 0.6) -> str | None:
+    """The choice a typo most likely meant, for "did you mean ...?"; None when none is close."""
+    close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=cutoff)
+    return close[0] if close else None

@@ -14,9 +14,9 @@ from typing import Any, Protocol
 
 from ..errors import Diagnostic
 from ..model import Origin
+from .formats import INDEX as _INDEX
 
 DIRECTORY_DEFAULTS = ("_defaults.yaml", "_defaults.yml")
-_INDEX = re.compile(r"\{index(?::0([1-9]))?\}")
 
 Path_ = tuple[Any, ...]
 _PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")

@@ -8,7 +8,6 @@ time), to find out what they are.
 
 from __future__ import annotations
 
-import difflib
 import functools
 import json
 import re
@@ -17,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import Diagnostic
-from .formats import FORMATS
+from .formats import FORMATS, closest
 from .quick_check import ANNOTATIONS, compile_schema
 from .source import Path_, SpecFile
 
@@ -149,8 +148,8 @@ def _schema_messages(error: jsonschema.ValidationError) -> list[tuple[Path_, str
         for key in instance:
             if key in allowed or any(p.search(str(key)) for p in patterns):
                 continue
-            close = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.6)
-            hint = f"did you mean {close[0]!r}? " if close else ""
+            close = closest(key, allowed)
+            hint = f"did you mean {close!r}? " if close else ""
             extra = " (or x-NAME for anchors)" if "^x-" in schema.get("patternProperties", {}) else ""
             out.append(((key,), f"unknown field {key!r}; {hint}expected one of: {', '.join(allowed)}{extra}"))
         return out or [((), error.message)]
@@ -169,8 +168,8 @@ def _schema_messages(error: jsonschema.ValidationError) -> list[tuple[Path_, str
                  + (f": {_lower(desc)}" if desc and scalar else ""))]
     if v == "enum":
         choices = [str(c) for c in error.validator_value]
-        close = difflib.get_close_matches(str(instance), choices, n=1, cutoff=0.5)
-        hint = f" (did you mean {close[0]!r}?)" if close and isinstance(instance, str) else ""
+        close = closest(instance, choices, cutoff=0.5)
+        hint = f" (did you mean {close!r}?)" if close and isinstance(instance, str) else ""
         return [((), f"{_show(instance)} is not allowed{hint}; expected one of: {', '.join(choices)}")]
     if v in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
         word = "less than the minimum" if "inimum" in v else "more than the maximum"

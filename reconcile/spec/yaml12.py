@@ -155,7 +155,7 @@ class _TooLarge(Exception):
         self.node, self.message = node, message
 
 
-class _Builder:
+class NodeReader:
     """Turns a composed YAML node tree into plain data, recording marks and rejecting traps."""
 
     def __init__(self, spec: SpecFile, problems: list[Diagnostic]):
