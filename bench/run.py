@@ -288,7 +288,7 @@ def main() -> int:
     # As an installed copy starts: with its bytecode written (the first run writes it, even
     # where PYTHONDONTWRITEBYTECODE is set, as in some CI images).
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    cmd = [sys.executable, "-c", "import reconcile.cli, reconcile.libvirt_host"]
+    cmd = [sys.executable, "-c", "import reconcile.cli, reconcile.host"]
     bare = [sys.executable, "-c", "import libvirt, yaml"]
     start = functools.partial(subprocess.run, env=env, cwd=REPO, check=True)
     imports = min(timed(start, cmd) for _ in range(4))

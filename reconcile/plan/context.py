@@ -53,6 +53,13 @@ class Planned:
         return Planned(self.actions + other.actions, self.notes + other.notes, self.pending + other.pending)
 
 
+def joined(parts: list[Planned]) -> Planned:
+    """Many steps' findings as one, joined once: added up one by one, thousands of domains'
+    would be quadratic."""
+    return Planned(tuple(a for p in parts for a in p.actions), tuple(n for p in parts for n in p.notes),
+                   tuple(x for p in parts for x in p.pending))
+
+
 def noted(*notes: Note) -> Planned:
     return Planned(notes=notes)
 

@@ -22,7 +22,7 @@ import dataclasses
 
 from ..model import Action, ActionKind, Desired, Observed, Plan, ResourceKind, State
 from ..model.steps import ReplaceVolume
-from .context import Context, Options
+from .context import Context, Options, joined
 from .domain import plan_domain
 from .networks import plan_networks
 from .removal import plan_prune
@@ -59,10 +59,8 @@ def plan(desired: Desired, observed: Observed, prune: bool = False, options: Opt
     networks, net_waits = plan_networks(desired, observed)
     images, image_waits = plan_images(desired, observed, pool_waits)
     ctx = Context(desired, observed, options, pool_waits | net_waits | image_waits)
-    found = pools + networks + images
-    for spec in desired.domains:
-        found += plan_domain(spec, ctx)
-    found += plan_prune(desired, observed, options)
+    found = joined([pools, networks, images, *(plan_domain(spec, ctx) for spec in desired.domains),
+                    plan_prune(desired, observed, options)])
     return Plan(project=desired.project, uri=observed.uri, actions=tuple(sorted(found.actions, key=_order)),
                 notes=tuple(sorted(found.notes, key=lambda n: (n.resource.value, n.name))),
                 pending=tuple(sorted(found.pending, key=lambda p: p.name)))

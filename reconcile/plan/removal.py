@@ -9,7 +9,7 @@ from collections.abc import Iterable
 
 from ..model import Action, ActionKind, Change, Desired, Note, NoteKind, Observed, ObservedDomain, ResourceKind, State, VolumeRef
 from ..model.steps import DeleteVolume, StopDomain, UndefineDomain
-from .context import Options, Planned, noted
+from .context import Options, Planned, joined, noted
 
 
 def within(path: str, roots: tuple[str, ...]) -> bool:
@@ -42,18 +42,18 @@ def plan_prune(desired: Desired, observed: Observed, options: Options) -> Planne
                             f"{listed}) and keep none: refused, since a run given the wrong or an emptied "
                             "directory looks just like this; pass --prune-all if that is what you mean (or use "
                             "`reconcile destroy` on the specs that made them)", kind=NoteKind.REFUSED) for name in prunable))
-    out = Planned()
+    out: list[Planned] = []
     for name, dom in orphans.items():
         source = dom.ownership.spec_file or "an unknown file"
         if name in prunable:
-            out += plan_removal(dom, f"no spec mentions it any more (from {source}); pruned",
-                                dom.ownership.stop_timeout, observed)
+            out.append(plan_removal(dom, f"no spec mentions it any more (from {source}); pruned",
+                                    dom.ownership.stop_timeout, observed))
         else:
-            out += noted(Note(ResourceKind.DOMAIN, name,
+            out.append(noted(Note(ResourceKind.DOMAIN, name,
                               f"orphaned: no spec mentions it, but it was made from {source}, which is not among "
                               "the paths this run was given; not pruned (give that file's directory, or "
-                              "--prune-all to prune it anyway)", NoteKind.ORPHANED))
-    return out
+                              "--prune-all to prune it anyway)", NoteKind.ORPHANED)))
+    return joined(out)
 
 
 def plan_removal(dom: ObservedDomain, reason: str, stop_timeout: float | None, observed: Observed) -> Planned:
