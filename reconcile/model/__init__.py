@@ -18,6 +18,6 @@ __all__ = [
     "DEFAULT_STOP_TIMEOUT", "Backing", "Cdrom", "Console", "Desired", "Disk", "DomainSpec", "Graphics", "ImageSpec",
     "Interface", "NetworkSpec", "Origin", "PoolSpec", "Reference", "Seed", "State", "short_digest", "shown_source",
     "ImageHead", "Observed", "ObservedDomain", "ObservedNetwork", "ObservedPool", "ObservedSeed", "ObservedVolume",
-    "Ownership", "VolumeRef", "Action", "ActionKind", "ActionResult", "ApplyResult", "Change", "ChangeClass", "Note", "NoteKind",
-    "Pending", "Plan", "ResourceKind", "Status",
+    "Ownership", "VolumeRef", "Action", "ActionKind", "ActionResult", "ApplyResult", "Change", "ChangeClass", "Note",
+    "NoteKind", "Pending", "Plan", "ResourceKind", "Status",
 ]

@@ -10,8 +10,8 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from ..model import (Action, ActionKind, Backing, Change, ChangeClass, Disk, DomainSpec, Note, NoteKind, Observed, ObservedDomain,
-                     ObservedVolume, ResourceKind)
+from ..model import (Action, ActionKind, Backing, Change, ChangeClass, Disk, DomainSpec, Note, NoteKind, Observed,
+                     ObservedDomain, ObservedVolume, ResourceKind)
 from ..model.steps import CreateVolume, DeleteVolume, GrowVolume, OverlayBase, ReplaceVolume, WriteSeed
 from ..model.units import format_size
 from .context import Context

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 from ..codec import domain as domxml
 from ..codec import ownership
-from ..model import (Action, ActionKind, Change, ChangeClass, Disk, DomainSpec, Note, NoteKind, ObservedDomain, Ownership, Pending,
-                     ResourceKind, State, VolumeRef)
+from ..model import (Action, ActionKind, Change, ChangeClass, Disk, DomainSpec, Note, NoteKind, ObservedDomain,
+                     Ownership, Pending, ResourceKind, State, VolumeRef)
 from ..model.steps import DefineDomain, LiveChange, StartDomain, StopDomain
 from . import diff
 from .classes import canonical, classified, live_ops
