@@ -12,14 +12,7 @@ from typing import Any
 
 from ..errors import ReconcileError
 from ..model import Observed
-
-
-def size_text(n: int) -> str:
-    """Bytes as the largest exact binary unit, so the spec reads like a person wrote it."""
-    for unit, factor in (("TiB", 1024**4), ("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
-        if n and n % factor == 0:
-            return f"{n // factor}{unit}"
-    return f"{n}B"
+from ..model.units import format_size as size_text
 
 
 def export(observed: Observed, names: list[str], project: str | None = None) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..model import Change
+from ..model.paths import lookup
 
 COLLECTIONS = ("disks", "cdroms")
 # Lists whose order is their meaning: a change anywhere is a change of the whole field.
@@ -75,19 +76,7 @@ def changes(desired: dict[str, Any], observed: dict[str, Any],
                 path = path[:3]
             key = tuple(path)
             if key not in found:
-                after = _get(desired, path)
-                drift = applied is not None and _get(applied, path) == after
-                found[key] = Change(key, _get(before, path), after, drift=drift)
+                after = lookup(desired, path, None)
+                drift = applied is not None and lookup(applied, path, None) == after
+                found[key] = Change(key, lookup(before, path, None), after, drift=drift)
     return tuple(sorted(found.values(), key=lambda c: c.shown))
-
-
-def _get(data: Any, path: list[Any]) -> Any:
-    for part in path:
-        if isinstance(data, dict) and part in data:
-            data = data[part]
-        elif isinstance(data, list) and isinstance(part, int) and part < len(data):
-            data = data[part]
-        else:
-            return None
-    return data
-

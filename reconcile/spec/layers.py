@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from ..errors import Diagnostic
 from ..model import Origin
+from ..model.paths import has
 from .formats import INDEX as _INDEX
 
 DIRECTORY_DEFAULTS = ("_defaults.yaml", "_defaults.yml")
@@ -59,7 +60,7 @@ class Located:
         """The file that set the field at `path` and its full path there: for messages, and for
         anything a field names relative to its own spec file."""
         layer = self.layer_of(path)
-        if layer is self.own or _has(layer.data, path):
+        if layer is self.own or has(layer.data, path):
             return layer.file, layer.base + tuple(path)
         return layer.file, layer.base
 
@@ -77,17 +78,6 @@ class Located:
         line, col = f.mark(full)
         name = self.data.get("name") if resource is None else resource
         return Diagnostic(f.path, line, col, field_text(tuple(path)), message, name if isinstance(name, str) else "")
-
-
-def _has(data: Any, path: Path_) -> bool:
-    for p in path:
-        if isinstance(data, dict) and p in data:
-            data = data[p]
-        elif isinstance(data, list) and isinstance(p, int) and p < len(data):
-            data = data[p]
-        else:
-            return False
-    return True
 
 
 def field_text(path: Path_) -> str:
