@@ -180,6 +180,8 @@ def _apply_interfaces(devices: ET.Element, spec: DomainSpec) -> None:
                     el.remove(addr)  # another model may need another kind of slot
         else:
             el = ET.SubElement(devices, "interface", {"type": "network"})
+            if iface.mac is None and iface.derived_mac:  # a new NIC: the MAC it keeps from now on
+                ET.SubElement(el, "mac", {"address": iface.derived_mac})
             ET.SubElement(el, "source", {"network": iface.network})
             ET.SubElement(el, "model", {"type": iface.model})
         if iface.mac is not None:

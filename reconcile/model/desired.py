@@ -106,11 +106,17 @@ class Cdrom:
 
 @dataclass(frozen=True)
 class Interface:
-    """A network interface on a libvirt network. A MAC left out is libvirt's to generate and keep."""
+    """A network interface on a libvirt network.
+
+    A MAC left out is not managed: a domain keeps the one it has. A new interface gets
+    `derived_mac`, made from the project, the domain and the interface's position, so a domain
+    destroyed and created again (or rebuilt) has the same MAC, and so the same DHCP lease.
+    """
 
     network: str
     model: str = "virtio"
     mac: str | None = None
+    derived_mac: str | None = field(default=None, compare=False)
 
     def essence(self) -> dict[str, Any]:
         out = {"network": self.network, "model": self.model}

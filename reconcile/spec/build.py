@@ -65,7 +65,7 @@ class ModelBuilder:
         self.image_volumes: dict[tuple[str, str], str] = {}
 
     def run(self, project: str | None, paths: list[str]) -> Desired:
-        project = self._project(project, paths)
+        project = self.project = self._project(project, paths)
         self._declare()
         pools = self._pools()
         networks = self._networks()
@@ -249,7 +249,7 @@ class ModelBuilder:
                     self.seen.domains[name] = str(copy.origin)
                     if bad:
                         continue
-                    domain = DomainReader(copy, self.images, self.seen, self.problems).read()
+                    domain = DomainReader(copy, self.project, self.images, self.seen, self.problems).read()
                     if domain is not None:
                         domains.append(domain)
                 if item.get("count", 1) != 1:

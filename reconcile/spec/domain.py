@@ -9,6 +9,7 @@ is written and lets the others go on, so one run lists every problem.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from typing import Any
 
@@ -48,8 +49,10 @@ _DISK_PREFIX = {"virtio": "vd", "sata": "sd", "scsi": "sd", "usb": "sd", "ide": 
 class DomainReader:
     """Reads one domain; `read` returns None when anything about it is wrong."""
 
-    def __init__(self, item: Located, images: dict[str, ImageSpec], seen: Seen, problems: list[Diagnostic]):
+    def __init__(self, item: Located, project: str, images: dict[str, ImageSpec], seen: Seen,
+                 problems: list[Diagnostic]):
         self.item, self.data, self.images, self.seen, self.problems = item, item.data, images, seen, problems
+        self.project = project
         self.name: str = item.data["name"]
         devices = list(self.data.get("disks", [])) + list(self.data.get("cdroms", []))
         self.explicit = {x["target"] for x in devices if x.get("target")}
@@ -219,15 +222,20 @@ class DomainReader:
         return Graphics(type=g.get("type", "vnc"), listen=g.get("listen"), port=None if port == "auto" else port)
 
     def interfaces(self) -> tuple[Interface, ...]:
+        """The interfaces, each with a MAC of its own in the run: given, or derived."""
         interfaces = tuple(Interface(network=n["network"], model=n.get("model", "virtio"),
-                                     mac=n["mac"].lower() if "mac" in n else None) for n in self.data["interfaces"])
+                                     mac=n["mac"].lower() if "mac" in n else None,
+                                     derived_mac=None if "mac" in n else derived_mac(self.project, self.name, j))
+                           for j, n in enumerate(self.data["interfaces"]))
         for j, n in enumerate(interfaces):
-            if not n.mac:
-                continue
-            if n.mac in self.seen.macs:
-                self.problem(("interfaces", j, "mac"), f"MAC {n.mac} is already used by {self.seen.macs[n.mac]}; "
-                                                       "expected each interface to have its own (or leave mac out)")
-            self.seen.macs.setdefault(n.mac, f"domain {self.name!r}")
+            mac = n.mac or n.derived_mac
+            if mac in self.seen.macs:
+                where = ("interfaces", j, "mac") if n.mac else ("interfaces", j)
+                what = f"MAC {mac}" if n.mac else f"the MAC derived for this interface ({mac})"
+                hint = "or leave mac out" if n.mac else "give one of them a mac"
+                self.problem(where, f"{what} is already used by {self.seen.macs[mac]}; expected each interface to "
+                                    f"have its own ({hint})")
+            self.seen.macs.setdefault(mac, f"domain {self.name!r}")
         return interfaces
 
     def console(self) -> Console | None:
@@ -235,6 +243,13 @@ class DomainReader:
             return None
         log = self.data["console"].get("log")
         return Console(log=os.path.normpath(log) if log else None)
+
+
+def derived_mac(project: str, domain: str, position: int) -> str:
+    """The MAC an interface without one gets when it is created: the same for the same
+    project, domain and position, in QEMU's locally administered 52:54:00 range."""
+    digest = hashlib.sha256(f"{project}\0{domain}\0{position}".encode()).digest()
+    return "52:54:00:" + ":".join(f"{b:02x}" for b in digest[:3])
 
 
 def backing_of(value: str, pool: str, images: dict[str, ImageSpec]) -> Backing:
