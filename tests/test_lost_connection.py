@@ -63,7 +63,7 @@ class Relay:
                 except OSError:
                     pass
 
-    def drop(self) -> None:
+    def drop(self, close: bool = False) -> None:
         """Break every connection but keep accepting new ones: libvirtd restarting."""
         with self.lock:
             for s in self.sockets:
@@ -71,17 +71,14 @@ class Relay:
                     s.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
+                if close:
+                    s.close()
             self.sockets = []
 
     def cut(self) -> None:
+        """Break every connection and accept no more: libvirtd gone."""
         self.server.close()
-        with self.lock:
-            for s in self.sockets:
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-                s.close()
+        self.drop(close=True)
 
 
 def apply_through_relay(lab, tmp_path, parallel: str, breaking) -> tuple[subprocess.Popen, str, str]:

@@ -109,18 +109,14 @@ def _missing(spec: DomainSpec, ctx: Context) -> Planned | None:
     if refused:
         return noted(Note(ResourceKind.DOMAIN, spec.name, f"uses {', '.join(refused)}, which is refused (see there)",
                           NoteKind.REFUSED))
-    declared_pools = {p.name for p in desired.pools}
-    missing_pools = sorted(p for p in used_pools if p not in observed.pools and p not in declared_pools)
-    if missing_pools:
-        return noted(Note(ResourceKind.DOMAIN, spec.name,
-                          f"uses pool {', '.join(repr(p) for p in missing_pools)}, which neither exists on the host "
-                          "nor is declared in the specs; declare it under 'pools'", kind=NoteKind.REFUSED))
-    declared_networks = {n.name for n in desired.networks}
-    missing_networks = sorted(n for n in used_networks if n not in observed.networks and n not in declared_networks)
-    if missing_networks:
-        return noted(Note(ResourceKind.DOMAIN, spec.name,
-                          f"uses network {', '.join(repr(n) for n in missing_networks)}, which neither exists on the "
-                          "host nor is declared in the specs; declare it under 'networks'", kind=NoteKind.REFUSED))
+    for noun, used, have, declared in (("pool", used_pools, observed.pools, desired.pools),
+                                       ("network", used_networks, observed.networks, desired.networks)):
+        names = {d.name for d in declared}
+        missing = sorted(x for x in used if x not in have and x not in names)
+        if missing:
+            return noted(Note(ResourceKind.DOMAIN, spec.name,
+                              f"uses {noun} {', '.join(repr(x) for x in missing)}, which neither exists on the host "
+                              f"nor is declared in the specs; declare it under '{noun}s'", kind=NoteKind.REFUSED))
     return None
 
 
