@@ -180,7 +180,9 @@ class Observing(Connection):
                    for key in sorted(want.seeds & present)}
         streams.update({("head", key): (self._download, vol_objects[key], imagehead.HEAD_BYTES, imagehead.HEAD_BYTES)
                         for key in sorted(want.heads & present)})
-        for (what, key), data in self._reads(streams).items():
+        # one by one, on this thread: streams interleaved on one connection are where the
+        # libvirt client is least proven, and there are a few of them
+        for (what, key), data in _one_by_one(streams).items():
             if _gone(data, _VOLUME_GONE, f"read volume {key[0]}/{key[1]}"):
                 volumes.pop(key, None)
                 seeds.pop(key, None)
@@ -244,6 +246,17 @@ def _networks(listed: _Listing, xml_of: dict) -> dict[str, ObservedNetwork]:
         if not _gone(xml, (libvirt.VIR_ERR_NO_NETWORK,), f"read network {name}"):
             out[name] = ObservedNetwork(name, name in listed.active_networks, name in listed.autostart_networks,
                                         netxml.essence_of(xml), netxml.owner_project(xml))
+    return out
+
+
+def _one_by_one(calls: dict[Any, tuple]) -> dict[Any, Any]:
+    """Each `key: (function, *args)` called in turn: its result or the libvirtError it raised."""
+    out: dict[Any, Any] = {}
+    for key, (function, *args) in calls.items():
+        try:
+            out[key] = function(*args)
+        except libvirt.libvirtError as exc:
+            out[key] = exc
     return out
 
 

@@ -108,8 +108,10 @@ class Storage(Connection):
         subject = f"create volume {pool_name}/{name}"
         base = None
         if backing is not None:
-            base_format, base_capacity = self._backing_of(backing.path, backing.format, subject)
-            capacity = capacity if capacity is not None else base_capacity
+            base_format = backing.format
+            if base_format is None or capacity is None:  # else the plan knows both: no stream to read
+                base_format, base_capacity = self._backing_of(backing.path, backing.format, subject)
+                capacity = capacity if capacity is not None else base_capacity
             base = (backing.path, base_format)
         self._create(pool_name, name, storage.volume_xml(name, capacity, fmt, base))
         return True

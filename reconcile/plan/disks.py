@@ -210,7 +210,10 @@ def disk_actions(spec: DomainSpec, ctx: Context, bases: dict[str, Base | None], 
         if vol is None:
             changes = [Change(("size",), None, disk.size if disk.size is not None else "(of the base)"),
                        Change(("format",), None, disk.format)] + ([Change(("backing",), None, base.path)] if base else [])
-            create = CreateVolume(disk.pool, disk.volume, disk.size, disk.format,
+            # An overlay of no size is as large as its base: known here unless the base is
+            # imported in this same run, when the executor reads it from the base's header.
+            size = disk.size if disk.size is not None or base is None else base.capacity or None
+            create = CreateVolume(disk.pool, disk.volume, size, disk.format,
                                   OverlayBase(base.path, base.format) if base else None)
             actions.append(Action(ActionKind.CREATE, ResourceKind.VOLUME, label, f"disk {disk.target} of {spec.name}: "
                                   f"{what}", changes=tuple(changes), depends_on=deps, payload=create))
