@@ -18,7 +18,7 @@ from collections.abc import Iterator, Sequence
 from .. import spec as specs
 from ..apply.executor import execute
 from ..apply.lock import RunLock, clear_stale
-from ..errors import ReconcileError, SpecError
+from ..errors import HostUnavailable, ReconcileError, SpecError
 from ..model import Plan
 from ..plan import Options, plan_destroy
 from ..plan import plan as make_plan
@@ -118,7 +118,12 @@ def validate(desired, console: Output) -> int:
 
 def act(args: argparse.Namespace, desired, host, console: Output) -> int:
     acting = args.command == "destroy" or (args.command == "apply" and not args.dry_run)
-    removed = clear_stale(host, desired.project)
+    try:
+        removed = clear_stale(host, desired.project)
+    except HostUnavailable:
+        raise  # the plan could not read the host either: say that, once
+    except ReconcileError as exc:  # e.g. a read-only connection: the plan itself still works
+        removed = f"a stale lock could not be removed: {exc}"
     if removed:
         console.note(removed)
     if not acting:
