@@ -62,3 +62,73 @@ def test_destroy_and_apply_give_the_same_mac(lab):
     lab.cli("apply", check=0)
     assert macs() == first
     lab.cli("plan", "--detailed-exitcode", check=0)
+
+
+@pytest.mark.parametrize("ip, message", [
+    ("192.168.77.50", "is not a host address of network 'n' (192.168.237.0/24)"),
+    ("192.168.237.20", "is inside the DHCP range 192.168.237.10-192.168.237.99 of network 'n'"),
+    ("192.168.237.1", "is the host's own address on network 'n'"),
+])
+def test_a_reserved_ip_must_fit_its_network(tmp_path, ip, message):
+    spec = write(tmp_path / "s.yaml", f"""
+        networks:
+          - {{name: n, ip: 192.168.237.1, dhcp: {{start: 192.168.237.10, end: 192.168.237.99}}}}
+        domains:
+          - {{name: a, memory: 64MiB, interfaces: [{{network: n, ip: {ip}}}]}}
+          - {{name: b, memory: 64MiB, hostname: "bad <name>", interfaces: [{{network: n}}]}}
+          - {{name: c, memory: 64MiB, interfaces: [{{network: n, ip: 192.168.237.150}}]}}
+          - {{name: d, memory: 64MiB, interfaces: [{{network: n, ip: 192.168.237.150}}]}}
+        """)
+    done = subprocess.run([sys.executable, "-m", "reconcile", "validate", str(spec)], cwd=REPO, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 1
+    assert message in done.stderr, done.stderr
+    assert "resource 'b': hostname:" in done.stderr  # markup or spaces in a hostname: located, no traceback
+    assert "resource 'd': interfaces[0].ip: 192.168.237.150 is already reserved for domain 'c'" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.libvirtd
+def test_a_reserved_address_is_added_changed_and_removed_on_the_live_network(lab):
+    """An isolated network with DHCP (its dnsmasq serves this machine only) and a stopped
+    domain: the reservation follows the spec without the network ever going down."""
+    net = f"{lab.name}-rsv"
+
+    def spec(ip: str | None) -> None:
+        reserved = f", ip: {ip}" if ip else ""
+        lab.spec("r.yaml", f"""
+            networks:
+              - {{name: {net}, ip: 192.168.237.1, dhcp: {{start: 192.168.237.10, end: 192.168.237.99}}}}
+            domains:
+              - name: {lab.dom('r')}
+                type: {DOMAIN_TYPE}
+                memory: 64MiB
+                state: stopped
+                hostname: rsv01
+                interfaces: [{{network: {net}{reserved}}}]
+            """)
+
+    def hosts() -> list[tuple[str, str, str]]:
+        xml = lab.conn.networkLookupByName(net).XMLDesc(0)
+        return re.findall(r"<host mac='([0-9a-f:]+)' name='([^']+)' ip='([0-9.]+)'/>", xml)
+
+    mac = derived_mac(lab.name, lab.dom("r"), 0)
+    spec("192.168.237.120")
+    lab.cli("apply", check=0)
+    uuid = lab.conn.networkLookupByName(net).UUIDString()
+    assert hosts() == [(mac, "rsv01", "192.168.237.120")]
+    assert "<hostname>rsv01</hostname>" in lab.conn.networkLookupByName(net).XMLDesc(0)
+    lab.cli("plan", "--detailed-exitcode", check=0)
+
+    spec("192.168.237.121")
+    changed = lab.cli("apply", check=0)
+    assert f"~ update network {net}  (reservations: 1 to add, 1 to remove; live" in changed.stdout, changed.stdout
+    assert hosts() == [(mac, "rsv01", "192.168.237.121")]
+    assert lab.conn.networkLookupByName(net).isActive() and lab.conn.networkLookupByName(net).UUIDString() == uuid
+    lab.cli("plan", "--detailed-exitcode", check=0)
+
+    spec(None)
+    lab.cli("apply", check=0)
+    assert hosts() == []
+    assert "rsv01" not in lab.conn.networkLookupByName(net).XMLDesc(0)
+    lab.cli("plan", "--detailed-exitcode", check=0)

@@ -6,7 +6,8 @@ plain data; a domain can be `like: NAME` to start from what the spec of NAME wan
 expected plan: actions as `GLYPH resource name`, changes, reasons and dependencies per
 action, and notes (matched by substring). A volume's `head:` is what its first bytes say
 (format, virtual_size, backing, backing_format), as observe reads it; `attached:` maps
-`pool/volume` to the domains (of any project) that have it as a disk. Adding a scenario is adding a file.
+`pool/volume` to the domains (of any project) that have it as a disk; `networks:` lists the
+host's networks (essence, owner project, DHCP `hosts`). Adding a scenario is adding a file.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from reconcile import plan as planner
 from reconcile.codec import seed
 from reconcile import spec as specs
 from reconcile.model import ImageHead
-from reconcile.model import Observed, ObservedDomain, ObservedPool, ObservedSeed, ObservedVolume, Ownership, VolumeRef
+from reconcile.model import (HostEntry, Observed, ObservedDomain, ObservedNetwork, ObservedPool, ObservedSeed,
+                             ObservedVolume, Ownership, VolumeRef)
 from reconcile.cli.render import change_line, change_text, dumps, plan_json, plan_text
 from reconcile.model.units import parse_size
 
@@ -85,8 +87,12 @@ def observed_from(data: dict, desired) -> Observed:
         volumes.setdefault((s["pool"], s["name"]), ObservedVolume(s["pool"], s["name"], 65536, 0, "raw", f"/x/{s['name']}"))
     aliases = {tuple(k.split("/")): v for k, v in (data.get("machine_aliases") or {}).items()}
     attached = {tuple(k.split("/")): tuple(v) for k, v in (data.get("attached") or {}).items()}
+    networks = {n["name"]: ObservedNetwork(n["name"], n.get("active", True), n.get("autostart", True),
+                                           n.get("essence", {"mode": "isolated"}), n.get("owner"),
+                                           tuple(sorted(HostEntry(**h) for h in n.get("hosts", []))))
+                for n in data.get("networks", [])}
     return Observed(uri="test:///plain", domains=domains, pools=pools, volumes=volumes, seeds=seeds,
-                    machine_aliases=aliases, attached=attached)
+                    machine_aliases=aliases, attached=attached, networks=networks)
 
 
 @pytest.mark.parametrize("case_file", CASES, ids=[c.stem for c in CASES])

@@ -9,10 +9,10 @@ from collections.abc import Callable
 from typing import NamedTuple, Protocol
 
 from ..codec import seed
-from ..model import DEFAULT_STOP_TIMEOUT, Action, ActionKind, ImageHead, Status
+from ..model import DEFAULT_STOP_TIMEOUT, Action, ActionKind, HostEntry, ImageHead, Status
 from ..model.steps import (CreateVolume, DefineDomain, DeleteVolume, EnsureNetwork, EnsurePool, GrowVolume,
                            ImportImage, LiveChange, OverlayBase, ReplaceVolume, StartDomain, Step, StopDomain,
-                           UndefineDomain, WriteSeed)
+                           UndefineDomain, UpdateNetworkHosts, WriteSeed)
 from . import sources
 
 
@@ -26,6 +26,7 @@ class Host(Protocol):
     def apply_live(self, name: str, changes: tuple[LiveChange, ...]) -> list[str]: ...
     def ensure_pool(self, name: str, path: str) -> bool: ...
     def ensure_network(self, name: str, xml: str) -> bool: ...
+    def update_network_hosts(self, name: str, add: tuple[HostEntry, ...], remove: tuple[HostEntry, ...]) -> bool: ...
     def read_head(self, pool_name: str, name: str) -> ImageHead | None: ...
     def create_volume(self, pool_name: str, name: str, capacity: int | None, fmt: str,
                       backing: OverlayBase | None = None) -> bool: ...
@@ -69,6 +70,10 @@ def _pool(host: Host, action: Action, step: EnsurePool, force: bool) -> Done:
 
 def _network(host: Host, action: Action, step: EnsureNetwork, force: bool) -> Done:
     return applied(host.ensure_network(step.name, step.xml), unchanged="already exists, active and autostarted")
+
+
+def _network_hosts(host: Host, action: Action, step: UpdateNetworkHosts, force: bool) -> Done:
+    return applied(host.update_network_hosts(step.name, step.add, step.remove), unchanged="already as planned")
 
 
 def _image(host: Host, action: Action, step: ImportImage, force: bool) -> Done:
@@ -137,7 +142,7 @@ def _undefine(host: Host, action: Action, step: UndefineDomain, force: bool) -> 
 
 
 RUNNERS: dict[type[Step], Callable[[Host, Action, Step, bool], Done]] = {
-    EnsurePool: _pool, EnsureNetwork: _network, ImportImage: _image, CreateVolume: _create_volume,
+    EnsurePool: _pool, EnsureNetwork: _network, UpdateNetworkHosts: _network_hosts, ImportImage: _image, CreateVolume: _create_volume,
     GrowVolume: _grow_volume, DeleteVolume: _delete_volume, ReplaceVolume: _delete_volume, WriteSeed: _write_seed,
     DefineDomain: _define, StartDomain: _start, StopDomain: _stop, UndefineDomain: _undefine,
 }

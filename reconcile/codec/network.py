@@ -10,14 +10,15 @@ import ipaddress
 import xml.etree.ElementTree as ET
 from typing import Any
 
-from ..model import NetworkSpec
+from ..model import HostEntry, NetworkSpec
 
 NAMESPACE = "http://reconcile.dev/xmlns/network/1"
 ET.register_namespace("reconcile-net", NAMESPACE)
 _Q = "{%s}" % NAMESPACE
 
 
-def network_xml(spec: NetworkSpec, project: str) -> str:
+def network_xml(spec: NetworkSpec, project: str, hosts: tuple[HostEntry, ...] = ()) -> str:
+    """The network to define; `hosts` are its DHCP reservations and DNS names."""
     net = ET.Element("network")
     ET.SubElement(net, "name").text = spec.name
     ET.SubElement(ET.SubElement(net, "metadata"), _Q + "owner", {"project": project, "spec": spec.origin.file})
@@ -25,11 +26,42 @@ def network_xml(spec: NetworkSpec, project: str) -> str:
         ET.SubElement(net, "forward", {"mode": "nat"})
     if spec.bridge:
         ET.SubElement(net, "bridge", {"name": spec.bridge})
+    named = [h for h in hosts if h.name]
+    if spec.ip and named:
+        dns = ET.SubElement(net, "dns")
+        for h in named:
+            dns.append(ET.fromstring(dns_host_xml(h)))
     if spec.ip:
         ip = ET.SubElement(net, "ip", {"address": spec.ip, "netmask": spec.netmask or "255.255.255.0"})
-        if spec.dhcp_start and spec.dhcp_end:
-            ET.SubElement(ET.SubElement(ip, "dhcp"), "range", {"start": spec.dhcp_start, "end": spec.dhcp_end})
+        if (spec.dhcp_start and spec.dhcp_end) or hosts:
+            dhcp = ET.SubElement(ip, "dhcp")
+            if spec.dhcp_start and spec.dhcp_end:
+                ET.SubElement(dhcp, "range", {"start": spec.dhcp_start, "end": spec.dhcp_end})
+            for h in hosts:
+                dhcp.append(ET.fromstring(dhcp_host_xml(h)))
     return ET.tostring(net, encoding="unicode")
+
+
+def dhcp_host_xml(host: HostEntry) -> str:
+    """One DHCP reservation, as a network definition and a live update both take it."""
+    attrs = {"mac": host.mac, "ip": host.ip}
+    if host.name:
+        attrs["name"] = host.name
+    return ET.tostring(ET.Element("host", attrs), encoding="unicode")
+
+
+def dns_host_xml(host: HostEntry) -> str:
+    el = ET.Element("host", {"ip": host.ip})
+    ET.SubElement(el, "hostname").text = host.name
+    return ET.tostring(el, encoding="unicode")
+
+
+def hosts_of(xml: str) -> tuple[HostEntry, ...]:
+    """A network's DHCP reservations, sorted by address."""
+    root = ET.fromstring(xml)
+    out = [HostEntry(ip=h.get("ip", ""), mac=(h.get("mac") or "").lower(), name=h.get("name") or None)
+           for h in root.findall("ip/dhcp/host") if h.get("ip") and h.get("mac")]
+    return tuple(sorted(out))
 
 
 def owner_project(xml: str) -> str | None:

@@ -245,7 +245,7 @@ def _networks(listed: _Listing, xml_of: dict) -> dict[str, ObservedNetwork]:
         xml = xml_of[("network", name)]
         if not _gone(xml, (libvirt.VIR_ERR_NO_NETWORK,), f"read network {name}"):
             out[name] = ObservedNetwork(name, name in listed.active_networks, name in listed.autostart_networks,
-                                        netxml.essence_of(xml), netxml.owner_project(xml))
+                                        netxml.essence_of(xml), netxml.owner_project(xml), netxml.hosts_of(xml))
     return out
 
 

@@ -117,12 +117,22 @@ class Interface:
     model: str = "virtio"
     mac: str | None = None
     derived_mac: str | None = field(default=None, compare=False)
+    ip: str | None = None  # reserved on its network (DHCP host and DNS entries)
 
     def essence(self) -> dict[str, Any]:
         out = {"network": self.network, "model": self.model}
         if self.mac is not None:
             out["mac"] = self.mac
         return out
+
+
+@dataclass(frozen=True, order=True)
+class HostEntry:
+    """A reservation on a network: DHCP gives `ip` to `mac`; DNS answers `name` (if any) with it."""
+
+    ip: str
+    mac: str
+    name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -193,6 +203,7 @@ class DomainSpec:
     stop_timeout: float = DEFAULT_STOP_TIMEOUT
     on_change: str = "defer"  # restart | defer: what a change that needs a restart does to a running domain
     max_vcpus: int | None = None  # None: not managed (vcpus is the maximum for a new domain)
+    hostname: str | None = None  # its name in the DNS of the networks where an interface has a reserved ip
     seed: Seed | None = None  # cloud-init; its cdrom is among `cdroms`
 
     def essence(self) -> dict[str, Any]:

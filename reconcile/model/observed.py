@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .desired import short_digest
+from .desired import HostEntry, short_digest
 
 
 @dataclass(frozen=True)
@@ -107,6 +107,7 @@ class ObservedNetwork:
     autostart: bool
     essence: dict[str, Any]
     owner_project: str | None = None
+    hosts: tuple[HostEntry, ...] = ()  # its DHCP host reservations, with their DNS names
 
 
 def volume_paths(volumes: Mapping[tuple[str, str], ObservedVolume]) -> dict[str, tuple[str, str]]:

@@ -62,7 +62,7 @@ class Change:
 
 
 # Fields keyed by a name, which is shown in brackets: disks[vda].size, volumes[pool/name].keep.
-KEYED = ("disks", "cdroms", "volumes")
+KEYED = ("disks", "cdroms", "volumes", "hosts")
 
 
 def show_path(path: tuple[str | int, ...]) -> str:

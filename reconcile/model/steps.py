@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .desired import HostEntry
+
 
 @dataclass(frozen=True)
 class Step:
@@ -33,6 +35,16 @@ class EnsurePool(Step):
 class EnsureNetwork(Step):
     name: str
     xml: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class UpdateNetworkHosts(Step):
+    """Add and remove DHCP reservations (and their DNS names) of a network reconcile made,
+    on the live network as well as its config: no restart, no guest loses its link."""
+
+    name: str
+    add: tuple[HostEntry, ...] = ()
+    remove: tuple[HostEntry, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ _PHASE = {
     (ResourceKind.POOL, ActionKind.START): 0,
     (ResourceKind.NETWORK, ActionKind.CREATE): 0,
     (ResourceKind.NETWORK, ActionKind.START): 0,
+    (ResourceKind.NETWORK, ActionKind.UPDATE): 0,
     (ResourceKind.IMAGE, ActionKind.CREATE): 1,
     (ResourceKind.DOMAIN, ActionKind.STOP): 2,
     (ResourceKind.DOMAIN, ActionKind.CREATE): 3,

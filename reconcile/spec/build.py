@@ -69,6 +69,7 @@ class ModelBuilder:
         self._declare()
         pools = self._pools()
         networks = self._networks()
+        self.networks = {n.name: n for n in networks}
         self._images()  # before domains: a disk in any file may name an image as its backing
         domains = self._domains()
         expected = self._resolve_references()
@@ -249,7 +250,7 @@ class ModelBuilder:
                     self.seen.domains[name] = str(copy.origin)
                     if bad:
                         continue
-                    domain = DomainReader(copy, self.project, self.images, self.seen, self.problems).read()
+                    domain = DomainReader(copy, self.project, self.images, self.seen, self.problems, self.networks).read()
                     if domain is not None:
                         domains.append(domain)
                 if item.get("count", 1) != 1:

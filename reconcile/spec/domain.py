@@ -10,12 +10,14 @@ is written and lets the others go on, so one run lists every problem.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import os
 from typing import Any
 
+from ..codec import network as netxml
 from ..errors import Diagnostic
 from ..model import (DEFAULT_STOP_TIMEOUT, Backing, Cdrom, Console, Disk, DomainSpec, Graphics, ImageSpec, Interface,
-                     Seed, State)
+                     NetworkSpec, Seed, State)
 from ..model.units import format_size, parse_size
 from .cloud_init import compose_seed
 from .formats import check_name
@@ -50,9 +52,9 @@ class DomainReader:
     """Reads one domain; `read` returns None when anything about it is wrong."""
 
     def __init__(self, item: Located, project: str, images: dict[str, ImageSpec], seen: Seen,
-                 problems: list[Diagnostic]):
+                 problems: list[Diagnostic], networks: dict[str, NetworkSpec] | None = None):
         self.item, self.data, self.images, self.seen, self.problems = item, item.data, images, seen, problems
-        self.project = project
+        self.project, self.networks = project, networks or {}
         self.name: str = item.data["name"]
         devices = list(self.data.get("disks", [])) + list(self.data.get("cdroms", []))
         self.explicit = {x["target"] for x in devices if x.get("target")}
@@ -91,7 +93,8 @@ class DomainReader:
             graphics=self.graphics(), interfaces=interfaces, console=self.console(),
             autostart=data.get("autostart", False), on_change=data.get("on_change", "defer"),
             max_vcpus=data.get("max_vcpus"), state=State(data.get("state", "running")),
-            stop_timeout=float(data.get("stop_timeout", DEFAULT_STOP_TIMEOUT)), seed=seed)
+            stop_timeout=float(data.get("stop_timeout", DEFAULT_STOP_TIMEOUT)), seed=seed,
+            hostname=data.get("hostname"))
 
     def size(self, path: Path_, whole_mib: bool, limit: int) -> int | None:
         value = at(self.data, path)
@@ -225,8 +228,12 @@ class DomainReader:
         """The interfaces, each with a MAC of its own in the run: given, or derived."""
         interfaces = tuple(Interface(network=n["network"], model=n.get("model", "virtio"),
                                      mac=n["mac"].lower() if "mac" in n else None,
-                                     derived_mac=None if "mac" in n else derived_mac(self.project, self.name, j))
+                                     derived_mac=None if "mac" in n else derived_mac(self.project, self.name, j),
+                                     ip=n.get("ip"))
                            for j, n in enumerate(self.data["interfaces"]))
+        for j, n in enumerate(interfaces):
+            if n.ip is not None:
+                self.check_reservation(j, n)
         for j, n in enumerate(interfaces):
             mac = n.mac or n.derived_mac
             if mac in self.seen.macs:
@@ -237,6 +244,32 @@ class DomainReader:
                                     f"have its own ({hint})")
             self.seen.macs.setdefault(mac, f"domain {self.name!r}")
         return interfaces
+
+    def check_reservation(self, j: int, iface: Interface) -> None:
+        """A reserved ip is one address of its network's subnet, not the host's, outside the
+        range DHCP hands out to anyone, and no other interface's."""
+        path = ("interfaces", j, "ip")
+        if iface.ip in self.seen.addresses:
+            self.problem(path, f"{iface.ip} is already reserved for {self.seen.addresses[iface.ip]}; expected each "
+                               "interface to have its own address")
+        self.seen.addresses.setdefault(iface.ip, f"domain {self.name!r}")
+        net = self.networks.get(iface.network)
+        if net is None:
+            return  # a network of the host: the plan says that reconcile does not change it
+        subnet = netxml.subnet(net.ip, net.netmask)
+        address = ipaddress.ip_address(iface.ip)
+        if subnet is None:
+            self.problem(path, f"network {net.name!r} has no address of its own, so nothing can be reserved on it; "
+                               "expected ip (and dhcp) on the network")
+        elif address not in subnet or address in (subnet.network_address, subnet.broadcast_address):
+            self.problem(path, f"{iface.ip} is not a host address of network {net.name!r} ({subnet}); expected one "
+                               "inside it")
+        elif iface.ip == net.ip:
+            self.problem(path, f"{iface.ip} is the host's own address on network {net.name!r}; expected another")
+        elif net.dhcp_start and net.dhcp_end and \
+                ipaddress.ip_address(net.dhcp_start) <= address <= ipaddress.ip_address(net.dhcp_end):
+            self.problem(path, f"{iface.ip} is inside the DHCP range {net.dhcp_start}-{net.dhcp_end} of network "
+                               f"{net.name!r}, which is handed out to anyone; expected an address outside it")
 
     def console(self) -> Console | None:
         if "console" not in self.data:

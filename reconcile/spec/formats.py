@@ -71,6 +71,13 @@ def check_ipv4(value: str) -> None:
             from None
 
 
+def check_hostname(value: str) -> None:
+    label = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    if len(value) > 253 or not re.fullmatch(rf"{label}(\.{label})*", value):
+        raise ValueError(f"{value!r} is not a host name; expected letters, digits and inner hyphens, in labels "
+                         "joined by dots, such as web01 or db.lab")
+
+
 def check_mac(value: str) -> None:
     if not re.fullmatch(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}", value):
         raise ValueError(f"{value!r} is not a MAC address; expected six hex pairs such as 52:54:00:12:34:56")
@@ -89,6 +96,7 @@ FORMATS: dict[str, Callable[[str], None]] = {
     "address": check_address,
     "ipv4-address": check_ipv4,
     "mac": check_mac,
+    "hostname": check_hostname,
     "uri": check_uri,
 }
 
