@@ -132,3 +132,21 @@ def test_a_reserved_address_is_added_changed_and_removed_on_the_live_network(lab
     assert hosts() == []
     assert "rsv01" not in lab.conn.networkLookupByName(net).XMLDesc(0)
     lab.cli("plan", "--detailed-exitcode", check=0)
+
+
+def test_a_hostname_is_one_domains_and_never_a_default(tmp_path):
+    twice = write(tmp_path / "twice" / "s.yaml", """
+        domains:
+          - {name: a, memory: 64MiB, hostname: web}
+          - {name: b, memory: 64MiB, hostname: WEB}
+        """)
+    shared = write(tmp_path / "shared" / "s.yaml", """
+        defaults: {hostname: web}
+        domains:
+          - {name: a, memory: 64MiB}
+        """)
+    for spec, message in ((twice, "resource 'b': hostname: 'WEB' is already the hostname of domain 'a'"),
+                          (shared, "defaults.hostname: 'hostname' cannot be set in defaults")):
+        done = subprocess.run([sys.executable, "-m", "reconcile", "validate", str(spec)], cwd=REPO,
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 1 and message in done.stderr, done.stderr

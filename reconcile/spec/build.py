@@ -257,7 +257,8 @@ class ModelBuilder:
                     self.problems[before:] = _fold_copies(self.problems[before:], item.get("name"))
         return domains
 
-    def _settings_layer(self, f: SpecFile, base: Path_, what: str, forbidden: tuple[str, ...] = ("name", "count")
+    def _settings_layer(self, f: SpecFile, base: Path_, what: str,
+                        forbidden: tuple[str, ...] = ("name", "count", "hostname")
                         ) -> Layer:
         cached = self.layers.get((f.path, base))
         if cached is not None:  # directory defaults serve many files; report their problems once
@@ -287,7 +288,7 @@ class ModelBuilder:
                                                       "expected unique profile names across the files of a run"))
                     continue
                 where[name] = "{}:{}:{}".format(f.path, *f.mark(base))
-                profiles[name] = self._settings_layer(f, base, "a profile", ("name", "count", "profile"))
+                profiles[name] = self._settings_layer(f, base, "a profile", ("name", "count", "hostname", "profile"))
         return profiles
 
     def _copies(self, merged: Located, quiet: bool) -> list[Located]:

@@ -83,6 +83,12 @@ class DomainReader:
             self.problem(("max_vcpus",), f"{data['max_vcpus']} is less than vcpus ({data.get('vcpus', 1)}); "
                                          "expected at least vcpus")
         interfaces = self.interfaces() if "interfaces" in data else None
+        if "hostname" in data:
+            name = data["hostname"].lower()
+            if name in self.seen.hostnames:
+                self.problem(("hostname",), f"{data['hostname']!r} is already the hostname of "
+                                            f"{self.seen.hostnames[name]}; expected each domain to have its own")
+            self.seen.hostnames.setdefault(name, f"domain {self.name!r}")
         if len(self.problems) > before or memory is None:
             return None
         return DomainSpec(

@@ -15,4 +15,5 @@ class Seen:
     volumes: dict[tuple[str, str], str] = field(default_factory=dict)  # (pool, volume) -> what uses it
     macs: dict[str, str] = field(default_factory=dict)  # MAC -> the domain that has it
     addresses: dict[str, str] = field(default_factory=dict)  # a reserved ip -> the domain that has it
+    hostnames: dict[str, str] = field(default_factory=dict)  # a hostname -> the domain that has it
     references: list[tuple[str, str, Origin]] = field(default_factory=list)  # (kind, name, where used)
