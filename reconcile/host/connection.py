@@ -149,16 +149,8 @@ class Connection:
         listings) is quicker one by one than handed to threads, and an in-process driver
         (test:///) has no round trip to overlap: both read one by one.
         """
-        def share(items: list[tuple]) -> list:
-            out = []
-            for item in items:
-                try:
-                    out.append(item[0](*item[1:]))
-                except libvirt.libvirtError as exc:
-                    out.append(exc)
-            return out
-
         items = list(calls.values())
+        share = _call_each
         n = 1 if self._in_process or len(items) < _FEW else min(_READERS, len(items))
         if n < 2:
             return dict(zip(calls, share(items)))
@@ -170,6 +162,11 @@ class Connection:
         for i, got in enumerate(results):
             ordered[i::n] = got
         return dict(zip(calls, ordered))
+
+    @staticmethod
+    def _one_by_one(calls: dict[Any, tuple]) -> dict[Any, Any]:
+        """As `_reads`, but in turn on this thread (for streams: see `Observing._read_content`)."""
+        return dict(zip(calls, _call_each(list(calls.values()))))
 
     def _send(self, vol: libvirt.virStorageVol, source, subject: str, offset: int = 0, length: int = 0) -> None:
         stream = self.conn.newStream(0)
@@ -208,3 +205,14 @@ class Connection:
                 stream.abort()
             raise
         return b"".join(chunks)
+
+
+def _call_each(items: list[tuple]) -> list:
+    """Each `(function, *args)` called in turn: its result, or the libvirtError it raised."""
+    out = []
+    for item in items:
+        try:
+            out.append(item[0](*item[1:]))
+        except libvirt.libvirtError as exc:
+            out.append(exc)
+    return out

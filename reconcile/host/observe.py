@@ -134,14 +134,14 @@ class Observing(Connection):
         """Round two: the path and the volumes of each pool of interest."""
         every_pool = {p.name() for p in listed.pools}
         wanted = every_pool if want.every_volume else set(want.pools) | {p for p, _ in want.volumes}
-        if not wanted <= every_pool:  # a pool to create: its path is checked against all the others'
-            wanted |= every_pool
+        # a pool to create: its path is checked against all the others' (their volumes are not needed)
+        paths = every_pool if not wanted <= every_pool else wanted
         reads: dict[tuple[str, str], tuple] = {}
         for pool in listed.pools:
-            if pool.name() in wanted:  # only these need their path: one read fewer per other pool
+            if pool.name() in paths:  # only these need their path: one read fewer per other pool
                 reads[("xml", pool.name())] = (pool.XMLDesc, 0)
-                if pool.name() in listed.active_pools:
-                    reads[("volumes", pool.name())] = (pool.listAllVolumes, 0)
+            if pool.name() in wanted and pool.name() in listed.active_pools:
+                reads[("volumes", pool.name())] = (pool.listAllVolumes, 0)
         results = self._reads(reads)
         observed: dict[str, ObservedPool] = {}
         for pool in listed.pools:
@@ -182,7 +182,7 @@ class Observing(Connection):
                         for key in sorted(want.heads & present)})
         # one by one, on this thread: streams interleaved on one connection are where the
         # libvirt client is least proven, and there are a few of them
-        for (what, key), data in _one_by_one(streams).items():
+        for (what, key), data in self._one_by_one(streams).items():
             if _gone(data, _VOLUME_GONE, f"read volume {key[0]}/{key[1]}"):
                 volumes.pop(key, None)
                 seeds.pop(key, None)
@@ -246,17 +246,6 @@ def _networks(listed: _Listing, xml_of: dict) -> dict[str, ObservedNetwork]:
         if not _gone(xml, (libvirt.VIR_ERR_NO_NETWORK,), f"read network {name}"):
             out[name] = ObservedNetwork(name, name in listed.active_networks, name in listed.autostart_networks,
                                         netxml.essence_of(xml), netxml.owner_project(xml), netxml.hosts_of(xml))
-    return out
-
-
-def _one_by_one(calls: dict[Any, tuple]) -> dict[Any, Any]:
-    """Each `key: (function, *args)` called in turn: its result or the libvirtError it raised."""
-    out: dict[Any, Any] = {}
-    for key, (function, *args) in calls.items():
-        try:
-            out[key] = function(*args)
-        except libvirt.libvirtError as exc:
-            out[key] = exc
     return out
 
 

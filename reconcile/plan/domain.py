@@ -50,8 +50,9 @@ def plan_domain(spec: DomainSpec, ctx: Context) -> Planned:
     refusals, replaced = volume_refusals(spec, ctx.observed, bases, previously_owned, ctx.options.allow_recreate)
     if refusals:
         return noted(*(Note(ResourceKind.DOMAIN, spec.name, m, kind=NoteKind.REFUSED) for m in refusals))
-    owner = _owner(spec, ctx, have, previously_owned)
-    definition = _define(spec, ctx, have, adopting, owner, bases, replaced)
+    want = canonical(spec, ctx.observed, have.essence if have else {})
+    owner = _owner(spec, ctx, want, previously_owned)
+    definition = _define(spec, ctx, have, adopting, owner, want, bases, replaced)
     if definition.blocked:
         return definition.planned
     running = have.running if have else False
@@ -120,11 +121,9 @@ def _missing(spec: DomainSpec, ctx: Context) -> Planned | None:
     return None
 
 
-def _owner(spec: DomainSpec, ctx: Context, have: ObservedDomain | None,
-           previously_owned: set[tuple[str, str]]) -> Ownership:
+def _owner(spec: DomainSpec, ctx: Context, want: dict, previously_owned: set[tuple[str, str]]) -> Ownership:
     """The ownership record the domain will carry: the volumes reconcile made for it (and
     makes now), and the essence applied."""
-    want = canonical(spec, ctx.observed, have.essence if have else {})
     owned = [VolumeRef(d.pool, d.volume, d.keep) for d in spec.disks
              if (d.pool, d.volume) in previously_owned or (d.pool, d.volume) not in ctx.observed.volumes]
     if spec.seed:  # derived data: always reconcile's own, rebuilt at will
@@ -135,14 +134,12 @@ def _owner(spec: DomainSpec, ctx: Context, have: ObservedDomain | None,
 
 
 def _define(spec: DomainSpec, ctx: Context, have: ObservedDomain | None, adopting: bool, owner: Ownership,
-            bases: dict[str, Base | None], replaced: list[Disk]) -> _Definition:
+            want: dict, bases: dict[str, Base | None], replaced: list[Disk]) -> _Definition:
     if have is None:
         changes = tuple(Change((k,), None, v) for k, v in sorted(spec.essence().items()) if v not in ({}, [], None))
         action = Action(ActionKind.CREATE, ResourceKind.DOMAIN, spec.name, "not on the host", changes=changes,
                         payload=define_payload(spec, owner, None, None, ctx, (), State.STOPPED))
         return _Definition(Planned((action,)), (action.id,), defined=True)
-    want = dict(owner.applied or {})
-    want.pop("state", None)
     changes, mine = _changes(spec, ctx, have, adopting, owner, want, bases, replaced)
     recreate = [c for c in changes if c.klass is ChangeClass.RECREATE]
     # A disk replaced under its own allow_replace needs no --allow-recreate.
