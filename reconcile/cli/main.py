@@ -26,6 +26,9 @@ from . import render
 from .output import Output, Progress
 from .parser import EXIT_CHANGES, EXIT_ERROR, EXIT_OK, UsageError, _wants_json, default_uri, parse
 
+LAB_COMMANDS = ("status", "wait", "inventory", "ssh-config")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -97,6 +100,10 @@ def run(args: argparse.Namespace, console: Output) -> int:
     try:
         host.connect_early()  # the connection opens while the specs load
         desired = specs.load(args.paths, project=args.project)
+        if args.command in LAB_COMMANDS:
+            from .lab import run_lab
+
+            return run_lab(args, desired, host, console)
         return act(args, desired, host, console)
     finally:
         host.close()
@@ -139,11 +146,11 @@ def act(args: argparse.Namespace, desired, host, console: Output) -> int:
     if not args.break_lock:
         the_plan = make_plan_for(args, desired, host)
         if not the_plan.actions:
-            return apply(the_plan, host, args, console)
+            return apply(the_plan, host, args, console, desired)
     lock = RunLock(host, desired.project, command=f"reconcile {args.command}", on_wait=console.note)
     try:
         lock.acquire(timeout=args.lock_timeout, break_lock=args.break_lock)
-        return apply(make_plan_for(args, desired, host), host, args, console)
+        return apply(make_plan_for(args, desired, host), host, args, console, desired)
     finally:
         lock.release()
 
@@ -170,17 +177,41 @@ def show_plan(the_plan: Plan, console: Output) -> None:
         console.out(render.plan_text(the_plan, verbose=console.args.verbose))
 
 
-def apply(the_plan: Plan, host, args: argparse.Namespace, console: Output) -> int:
+def apply(the_plan: Plan, host, args: argparse.Namespace, console: Output, desired=None) -> int:
     if not console.quiet_apply:
         show_plan(the_plan, console)
     if the_plan.actions:
         console.info(f"Applying ({min(args.parallel, len(the_plan.actions))} at a time):")
     live = not console.quiet_apply and sys.stdout.isatty()
+    readiness = None
     with Progress(console, len(the_plan.actions), live) as progress:
+        waiting = None
+        if getattr(args, "wait", False):
+            from .lab import ApplyWait
+
+            waiting = ApplyWait(args, desired, the_plan, host, progress.line)
+
+        def finished(result) -> None:
+            progress.finished(result)
+            if waiting is not None:
+                waiting.finished(result)
+
         result = execute(the_plan, host, parallel=args.parallel, force=getattr(args, "force", False),
-                         on_result=progress.finished, on_start=progress.started)
+                         on_result=finished, on_start=progress.started)
+        if waiting is not None:
+            left = waiting.waiter.pending()
+            if left:
+                console.info(f"Waiting for {left} domain{'s' if left != 1 else ''} to be ready (at most "
+                             f"{args.wait_timeout:g}s each from its start):")
+            readiness = waiting.finish()
     if console.json:
-        console.out(render.dumps(render.apply_json(result)))
+        doc = render.apply_json(result)
+        if readiness is not None:
+            from .lab import readiness_json
+
+            doc["readiness"] = [readiness_json(r) for r in readiness]
+            doc["ok"] = doc["ok"] and all(r.ready for r in readiness)
+        console.out(render.dumps(doc))
     else:
         if args.quiet:
             for r in result.results:
@@ -189,9 +220,14 @@ def apply(the_plan: Plan, host, args: argparse.Namespace, console: Output) -> in
         for note in the_plan.refusals:
             console.err(f"refused: {note.resource.value} {note.name}: {note.message}")
         console.out(render.apply_recap(result))
+        if readiness is not None:
+            from .lab import report_readiness
+
+            report_readiness(readiness, args, console, doc=None)
     if result.connection_lost:
         console.err(lost_connection_message(result, host.uri, args.command))
-    return EXIT_OK if result.ok else EXIT_ERROR
+    ready = readiness is None or all(r.ready for r in readiness)
+    return EXIT_OK if result.ok and ready else EXIT_ERROR
 
 
 def lost_connection_message(result, uri: str, command: str) -> str:

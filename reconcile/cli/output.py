@@ -79,6 +79,15 @@ class Progress:
             print(render.result_line(result), flush=True)
             self._draw()
 
+    def line(self, text: str) -> None:
+        """A line among the results (a readiness condition that came true), from any thread."""
+        with self._lock:
+            if self.console.quiet_apply:
+                return
+            self._clear()
+            print(text, flush=True)
+            self._draw()
+
     def _clear(self) -> None:
         if self._status_shown:
             sys.stdout.write("\r\x1b[K")

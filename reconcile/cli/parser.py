@@ -10,6 +10,7 @@ import os
 
 from ..apply.executor import DEFAULT_PARALLEL
 from ..apply.lock import DEFAULT_LOCK_TIMEOUT
+from ..apply.ready import DEFAULT_WAIT_TIMEOUT
 from ..errors import ReconcileError
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
@@ -25,6 +26,10 @@ COMMANDS = {
     "plan": "show what apply would change",
     "apply": "make the host match the specs",
     "destroy": "remove everything these specs manage",
+    "status": "show each domain's state, addresses, consoles and readiness",
+    "wait": "wait until the running domains are ready",
+    "inventory": "print an Ansible inventory of the domains",
+    "ssh-config": "print ssh_config Host blocks for the domains",
     "export": "print the spec YAML of existing domains",
     "schema": "print the JSON Schema of spec files (for editors and other tools)",
 }
@@ -85,6 +90,17 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                         help="take over existing domains that specs name but reconcile did not create")
         sp.add_argument("--allow-recreate", action="store_true",
                         help="allow identity-level changes (type, arch, disk format); a replaced disk loses its data")
+    if a:
+        a.add_argument("--wait", action="store_true",
+                       help="then wait until every running domain is ready (its ready: conditions; by default an "
+                            "address on a DHCP network), each from its start")
+    for sp in filter(None, (a, built.get("wait"))):
+        sp.add_argument("--wait-timeout", type=_seconds, default=DEFAULT_WAIT_TIMEOUT, metavar="SECONDS",
+                        help=f"how long each domain may take to be ready (default: {DEFAULT_WAIT_TIMEOUT:g})")
+    if built.get("inventory"):
+        built["inventory"].add_argument("--list", action="store_true",
+                                        help="print the JSON of Ansible's dynamic inventory protocol (for an "
+                                             "inventory script); default: a YAML inventory")
     if d:
         d.add_argument("--force", action="store_true", help="power off at once instead of an ACPI shutdown first")
     for sp in filter(None, (a, d)):

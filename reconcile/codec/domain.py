@@ -104,6 +104,8 @@ def _apply_spec(dom: ET.Element, spec: DomainSpec, owner: Ownership, by_path: Ma
     _apply_graphics(devices, spec)
     if spec.console is not None:
         _apply_console(devices, spec)
+    if spec.guest_agent is not None:
+        _apply_guest_agent(devices, spec.guest_agent)
 
 
 def _apply_disks(devices: ET.Element, spec: DomainSpec, by_path: Mapping[str, tuple[str, str]]) -> None:
@@ -246,6 +248,25 @@ def _apply_console(devices: ET.Element, spec: DomainSpec) -> None:
     ET.SubElement(console, "target", {"type": "serial", "port": "0"})
 
 
+GUEST_AGENT_CHANNEL = "org.qemu.guest_agent.0"
+
+
+def is_agent_channel(el: ET.Element) -> bool:
+    target = el.find("target") if el.tag == "channel" else None
+    return target is not None and target.get("type") == "virtio" and target.get("name") == GUEST_AGENT_CHANNEL
+
+
+def _apply_guest_agent(devices: ET.Element, wanted: bool) -> None:
+    """The virtio channel the QEMU guest agent talks through; libvirt picks its socket."""
+    channels = [el for el in devices.findall("channel") if is_agent_channel(el)]
+    if wanted and not channels:
+        channel = ET.SubElement(devices, "channel", {"type": "unix"})
+        ET.SubElement(channel, "target", {"type": "virtio", "name": GUEST_AGENT_CHANNEL})
+    elif not wanted:
+        for el in channels:
+            devices.remove(el)
+
+
 def _kib(el: ET.Element | None) -> int | None:
     if el is None or el.text is None:
         return None
@@ -324,6 +345,7 @@ def essence_of_element(root: ET.Element, volume_by_path: Mapping[str, tuple[str,
     graphics: dict[str, Any] = {}
     interfaces = []
     console: dict[str, Any] = {}
+    agent = False
     for el in devices if devices is not None else ():
         tag = el.tag
         if tag == "disk":
@@ -341,6 +363,8 @@ def essence_of_element(root: ET.Element, volume_by_path: Mapping[str, tuple[str,
         elif tag == "serial" and not console:
             # The console is the first serial port; libvirt pairs a <console> with it on x86.
             console = _console_essence(el)
+        elif tag == "channel" and is_agent_channel(el):
+            agent = True
 
     memory = _kib(root.find("memory"))
     current = _kib(root.find("currentMemory"))
@@ -360,6 +384,7 @@ def essence_of_element(root: ET.Element, volume_by_path: Mapping[str, tuple[str,
         "interfaces": interfaces,
         "console": console,
         "cloud_init": _seed_essence(root),
+        "guest_agent": agent,
     }
 
 

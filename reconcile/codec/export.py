@@ -80,6 +80,8 @@ def export_domain(observed: Observed, name: str) -> dict[str, Any]:
     c = e.get("console") or {}
     if c.get("type") == "pty":  # another kind of serial port is left out, so left alone
         out["console"] = {"log": c["log"]} if c.get("log") else {}
+    if e.get("guest_agent"):
+        out["guest_agent"] = True
     out["autostart"] = bool(e.get("autostart"))
     out["state"] = "running" if dom.running else "stopped"
     return out

@@ -8,7 +8,7 @@ translated here into one of reconcile's `HostError` kinds, with the original as 
 
 `connection` (opening it, rounds of reads, streams), `errors` (libvirt's errors as ours),
 `observe` (the read rounds), and the primitives by resource: `domains`, `storage` (pools
-and volumes), `networks`, `locks` (the run lock's storage). May import: `codec`, `model`,
+and volumes), `networks`, `locks` (the run lock's storage), `guests` (addresses, consoles, the agent). May import: `codec`, `model`,
 `errors`.
 """
 
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from .domains import Domains
 from .errors import translate, wrapped
+from .guests import Guests
 from .locks import Locks
 from .networks import Networks
 from .observe import Observing
@@ -24,6 +25,6 @@ from .storage import Storage
 __all__ = ["LibvirtHost", "translate", "wrapped"]
 
 
-class LibvirtHost(Observing, Domains, Storage, Networks, Locks):
+class LibvirtHost(Observing, Domains, Storage, Networks, Locks, Guests):
     """One connection to one libvirt URI, with every primitive. Safe to share between
     executor threads."""

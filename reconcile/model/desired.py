@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import shown_path
+from .guest import Ready
 
 
 class State(str, enum.Enum):
@@ -205,6 +206,13 @@ class DomainSpec:
     max_vcpus: int | None = None  # None: not managed (vcpus is the maximum for a new domain)
     hostname: str | None = None  # its name in the DNS of the networks where an interface has a reserved ip
     seed: Seed | None = None  # cloud-init; its cdrom is among `cdroms`
+    guest_agent: bool | None = None  # the guest agent's channel; None: not managed
+    # What the next tools read; none of it is part of the domain's definition on the host.
+    ready: Ready | None = None  # None: the default (an address when on a DHCP network)
+    groups: tuple[str, ...] = ()
+    vars: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    ssh_user: str | None = None
+    ssh_port: int | None = None
 
     def essence(self) -> dict[str, Any]:
         """The managed fields, in the same shape `domxml.essence_of` reads from live XML.
@@ -230,6 +238,7 @@ class DomainSpec:
             # copy says which seed it booted with, so a seed change waits for (or, by the
             # restart policy, gets) a restart like any other change cloud-init only sees at boot.
             "cloud_init": {"instance_id": self.seed.instance_id} if self.seed else None,
+            "guest_agent": self.guest_agent,
             "autostart": self.autostart,
         }
         return {k: v for k, v in out.items() if v is not None}

@@ -19,6 +19,7 @@ from ..errors import Diagnostic
 from ..model import (DEFAULT_STOP_TIMEOUT, Backing, Cdrom, Console, Disk, DomainSpec, Graphics, ImageSpec, Interface,
                      NetworkSpec, Seed, State)
 from ..model.units import format_size, parse_size
+from .access import read_access
 from .cloud_init import compose_seed
 from .formats import check_name
 from .layers import Located
@@ -89,6 +90,7 @@ class DomainReader:
                 self.problem(("hostname",), f"{data['hostname']!r} is already the hostname of "
                                             f"{self.seen.hostnames[name]}; expected each domain to have its own")
             self.seen.hostnames.setdefault(name, f"domain {self.name!r}")
+        access = read_access(data, self.problem)
         if len(self.problems) > before or memory is None:
             return None
         return DomainSpec(
@@ -100,7 +102,8 @@ class DomainReader:
             autostart=data.get("autostart", False), on_change=data.get("on_change", "defer"),
             max_vcpus=data.get("max_vcpus"), state=State(data.get("state", "running")),
             stop_timeout=float(data.get("stop_timeout", DEFAULT_STOP_TIMEOUT)), seed=seed,
-            hostname=data.get("hostname"))
+            hostname=data.get("hostname"), guest_agent=access.guest_agent, ready=access.ready, groups=access.groups,
+            vars=access.vars, ssh_user=access.ssh_user, ssh_port=access.ssh_port)
 
     def size(self, path: Path_, whole_mib: bool, limit: int) -> int | None:
         value = at(self.data, path)

@@ -204,6 +204,7 @@ def _show(value: Any) -> str:
 
 def _lower(text: str) -> str:
     """A description inside a sentence: 'Number of CPUs.' -> 'number of CPUs' (but 'TCP' stays)."""
+    text = text.split(" Default:")[0]  # what the field is, not what it is when left out
     if text[:2].istitle() or len(text) < 2:
         text = text[:1].lower() + text[1:]
     return text.rstrip(".")
