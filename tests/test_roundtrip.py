@@ -74,6 +74,7 @@ def matrix(lab, net: str, iso1: str, iso2: str, variant: int) -> str:
             interfaces:
               - {{network: {net}}}
               {'' if a else f'- {{network: {net}, model: e1000}}'}
+            guest_agent: {'true' if a else 'false'}
             autostart: {'false' if a else 'true'}
             on_change: restart
             stop_timeout: 1
@@ -97,6 +98,7 @@ def matrix(lab, net: str, iso1: str, iso2: str, variant: int) -> str:
             interfaces:
               {f'- {{network: {net}, mac: "52:54:00:4e:00:01", model: rtl8139}}' if a else f'- {{network: {net}, mac: "52:54:00:4e:00:02"}}'}
               - {{network: {net}, model: e1000e}}
+            {'' if a else 'guest_agent: true'}
             autostart: {'true' if a else 'false'}
             state: stopped
           # IDE everything, as the tutorial VM: pc machine, ide disk and cdrom.
@@ -133,6 +135,7 @@ def test_every_field_round_trips_and_updates_converge(lab):
     uuid = run.UUIDString()
     macs = [line for line in run.XMLDesc(0).splitlines() if "<mac address" in line]
     assert run.isActive()
+    assert "org.qemu.guest_agent.0" in run.XMLDesc(0), "guest_agent: true gives the agent's channel"
 
     # Every field to another value: live, next-boot, restart and recreate changes at once.
     lab.spec("matrix.yaml", matrix(lab, net, iso1, iso2, 1))
@@ -152,5 +155,7 @@ def test_every_field_round_trips_and_updates_converge(lab):
     assert run.isActive()
     xml = run.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
     assert macs[0].strip() in xml, "the generated MAC of the first interface was kept"
+    assert "org.qemu.guest_agent.0" not in xml, "guest_agent: false removes the channel"
     alt = lab.conn.lookupByName(lab.dom("alt")).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
     assert f"<domain type='{DOMAIN_TYPE}'" in alt and "52:54:00:4e:00:02" in alt
+    assert "org.qemu.guest_agent.0" in alt
