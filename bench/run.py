@@ -262,6 +262,8 @@ def cleanup(conn: libvirt.virConnect) -> None:
     for net in conn.listAllNetworks(0):
         if net.name().startswith(PREFIX):
             with contextlib.suppress(libvirt.libvirtError):
+                if net.isActive():
+                    net.destroy()
                 net.undefine()
     for p in conn.listAllStoragePools(0):
         if p.name().startswith(PREFIX):

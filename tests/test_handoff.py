@@ -245,3 +245,19 @@ def test_wait_times_out_with_the_condition_and_what_was_seen(tmp_path):
     assert failed[0]["condition"] == "console /NEVER/"
     text = run_cli("wait", str(tmp_path / "specs"), "--wait-timeout", "1", uri=TEST_URI, check=1)
     assert "not ready test: console /NEVER/:" in text.stdout and "not ready within 1s: test" in text.stdout
+
+
+def test_a_lost_connection_ends_every_wait_at_once():
+    from reconcile.errors import ConnectionLost
+
+    class Gone(LoopbackHost):
+        def guests(self, names):
+            raise ConnectionLost("lost the connection to libvirtd (client socket is closed)", "read domain vm")
+
+    started = time.monotonic()
+    waiter = Waiter(Gone(), [spec("vm", None), spec("db", None)], timeout=60, poll=0.1)
+    waiter.watch("vm")
+    waiter.watch("db")
+    results = waiter.finish()
+    assert time.monotonic() - started < 5
+    assert all(not r.ready and "lost the connection" in r.failed.seen for r in results)

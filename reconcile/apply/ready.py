@@ -22,11 +22,11 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from ..errors import HostError
+from ..errors import ConnectionLost, HostError
 from ..model import Address, AddressSource, Check, Condition, ConditionKind, DomainSpec, Guest, Readiness, Ready
 
 DEFAULT_WAIT_TIMEOUT = 300.0  # seconds per domain: a cloud image with cloud-init boots in one to three minutes
-POLL = 1.0  # seconds between two looks at a waiting domain
+POLL = 0.5  # seconds between two looks at a waiting domain
 TCP_TIMEOUT = 2.0
 AGENT_TIMEOUT = 2
 
@@ -145,12 +145,13 @@ class Waiter:
         self._wake.set()
 
     def gave_up(self, name: str, why: str) -> None:
-        """The run did not start the domain: it is not ready, and why."""
+        """The domain cannot be ready (the run did not start it, the host is gone), and why."""
         with self._lock:
             w = self.watches[name]
             if w.result is not None:
                 return
-            w.result = Readiness(name, (Check(Condition(ConditionKind.RUNNING), False, why),), 0.0)
+            waited = time.monotonic() - w.begun if w.begun is not None else 0.0
+            w.result = Readiness(name, (Check(Condition(ConditionKind.RUNNING), False, why),), waited)
         self._done(w.result)
 
     def pending(self) -> int:
@@ -181,12 +182,19 @@ class Waiter:
                 return
             if active:
                 self._round(active)
+                with self._lock:
+                    if self._closing and all(w.result is not None for w in self.watches.values()):
+                        return
             self._wake.wait(self.poll)
             self._wake.clear()
 
     def _round(self, active: list[_Watch]) -> None:
         try:
             guests = self.host.guests([w.spec.name for w in active])
+        except ConnectionLost as exc:  # nothing more can be learnt: every wait ends now, with the reason
+            for w in active:
+                self.gave_up(w.spec.name, str(exc))
+            return
         except HostError as exc:
             guests = {w.spec.name: Guest(w.spec.name, "unknown", address_note=str(exc)) for w in active}
         checked = {w.spec.name: self._probes.submit(self.checker.evaluate, w, guests[w.spec.name]) for w in active}
