@@ -8,8 +8,8 @@ translated here into one of reconcile's `HostError` kinds, with the original as 
 
 `connection` (opening it, rounds of reads, streams), `errors` (libvirt's errors as ours),
 `observe` (the read rounds), and the primitives by resource: `domains`, `storage` (pools
-and volumes), `networks`, `locks` (the run lock's storage), `guests` (addresses, consoles, the agent). May import: `codec`, `model`,
-`errors`.
+and volumes), `networks`, `locks` (the run lock's storage), `guests` (addresses, consoles,
+the agent). May import: `codec`, `model`, `errors`.
 """
 
 from __future__ import annotations
