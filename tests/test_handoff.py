@@ -37,13 +37,14 @@ def spec(name: str, ready: Ready | None) -> DomainSpec:
 class LoopbackHost:
     """A host whose guests all run at 127.0.0.1, so the prober only ever tries loopback."""
 
-    def __init__(self, log: Path | None = None):
-        self.log = log
+    def __init__(self, log: Path | None = None, agent_channel: bool = True):
+        self.log, self.agent_channel = log, agent_channel
 
     def guests(self, names):
         return {n: Guest(n, "running", nics=(Nic("52:54:00:00:00:01", "net"),),
                          addresses=(Address("127.0.0.1", AddressSource.LEASE, "52:54:00:00:00:01"),),
-                         console_log=str(self.log) if self.log else None) for n in names}
+                         console_log=str(self.log) if self.log else None, agent_channel=self.agent_channel)
+                for n in names}
 
     def console_log(self, path):
         return Path(path).read_text() if Path(path).exists() else ""
@@ -51,7 +52,7 @@ class LoopbackHost:
     def agent_ping(self, name, timeout):
         raise HostError("Guest agent is not responding: QEMU guest agent is not connected", f"ping {name}")
 
-    def lease_expiries(self, networks):
+    def lease_expiries(self):
         return {}
 
 
@@ -114,6 +115,26 @@ def test_an_agent_condition_says_what_libvirt_answered():
     assert "QEMU guest agent is not connected" in r.failed.seen
 
 
+def test_an_agent_condition_without_the_agents_channel_fails_at_once():
+    started = time.monotonic()
+    waiter = Waiter(LoopbackHost(agent_channel=False), [spec("vm", Ready(agent=True))], timeout=60, poll=0.1)
+    waiter.watch("vm")
+    (r,) = waiter.finish()
+    assert time.monotonic() - started < 5
+    assert not r.ready and "no guest agent channel" in r.failed.seen and "apply --restart" in r.failed.seen
+
+
+def test_a_probe_that_fails_unexpectedly_is_a_verdict_not_a_silent_success():
+    class Broken(LoopbackHost):
+        def agent_ping(self, name, timeout):
+            raise ImportError("no module named libvirt_qemu")
+
+    waiter = Waiter(Broken(), [spec("vm", Ready(agent=True))], timeout=60, poll=0.1)
+    waiter.watch("vm")
+    (r,) = waiter.finish()
+    assert not r.ready and "the wait failed" in r.failed.seen
+
+
 def test_a_lease_from_before_the_start_does_not_count():
     mac = "52:54:00:aa:bb:cc"
     guest = Guest("vm", "running", addresses=(Address("192.0.2.7", AddressSource.LEASE, mac, expires=1000),))
@@ -121,6 +142,8 @@ def test_a_lease_from_before_the_start_does_not_count():
     assert fresh_address(guest, {mac: 999})[0].ip == "192.0.2.7"  # renewed after the start
     address, why = fresh_address(guest, {mac: 1000})
     assert address is None and "from before the domain was started" in why
+    forever = Guest("vm", "running", addresses=(Address("192.0.2.7", AddressSource.LEASE, mac, expires=None),))
+    assert fresh_address(forever, {mac: 1000})[0] is not None  # an infinite lease cannot be told apart: it counts
 
 
 def test_a_domain_the_run_does_not_start_is_given_up_with_the_reason():
@@ -261,3 +284,28 @@ def test_a_lost_connection_ends_every_wait_at_once():
     results = waiter.finish()
     assert time.monotonic() - started < 5
     assert all(not r.ready and "lost the connection" in r.failed.seen for r in results)
+
+
+def test_what_a_guest_or_a_spec_says_cannot_add_lines_to_the_ssh_config():
+    from reconcile.codec import inventory as inv
+
+    hostile = Guest("vm", "running", address_note="no lease\nHost *\n  ProxyCommand touch /tmp/owned\x1b[2J")
+    tricky = DomainSpec(name="db", memory=131072, vcpus=1, origin=Origin("t.yaml"),
+                        vars={"ansible_host": "10.0.0.5\n  ProxyCommand x", "ansible_user": "ops"})
+    hosts = inv.hosts_of([spec("vm", None), tricky], {"vm": hostile, "db": Guest("db", "running")})
+    text = inv.ssh_config(hosts, "header")
+    lines = text.splitlines()
+    assert not any(line.lstrip().startswith(("ProxyCommand", "Host *")) for line in lines), text
+    assert "\x1b" not in text
+    assert "Host db" in lines and "  User ops" in lines and not any("HostName" in line for line in lines)
+
+
+@pytest.mark.parametrize("project, group", [("all", "project_all"), ("ungrouped", "project_ungrouped"),
+                                            ("lab-2", "lab_2"), ("7lab", "_7lab")])
+def test_the_project_group_is_a_name_ansible_accepts(project, group):
+    from reconcile.codec import inventory as inv
+
+    hosts = inv.hosts_of([spec("vm", None)], {"vm": Guest("vm", "absent")})
+    listed = inv.inventory_list(project, hosts)
+    assert listed[group] == {"hosts": ["vm"]} and listed["ungrouped"] == {"hosts": []}
+    assert listed["_meta"]["hostvars"] == {"vm": {}}

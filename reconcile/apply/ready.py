@@ -20,10 +20,11 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ..errors import ConnectionLost, HostError
-from ..model import Address, AddressSource, Check, Condition, ConditionKind, DomainSpec, Guest, Readiness, Ready
+from ..model import (Address, AddressSource, Check, Condition, ConditionKind, DomainSpec, Guest, Readiness, Ready,
+                     one_line)
 
 DEFAULT_WAIT_TIMEOUT = 300.0  # seconds per domain: a cloud image with cloud-init boots in one to three minutes
 POLL = 0.5  # seconds between two looks at a waiting domain
@@ -33,10 +34,10 @@ AGENT_TIMEOUT = 2
 
 def conditions_for(spec: DomainSpec, guest: Guest) -> tuple[Condition, ...]:
     """The spec's `ready:`, or the default: an address when an interface is on a network
-    that hands them out (DHCP), else just running."""
+    that hands them out (DHCP), or may (one that could not be read), else just running."""
     if spec.ready is not None:
         return spec.ready.conditions()
-    return Ready(address=guest.on_dhcp).conditions()
+    return Ready(address=guest.on_dhcp is not False).conditions()
 
 
 def tcp_accepts(ip: str, port: int, timeout: float = TCP_TIMEOUT) -> tuple[bool, str]:
@@ -57,6 +58,7 @@ class _Watch:
     fresh_after: dict[str, int] | None = None  # MAC -> expiry of a lease from before its start
     checks: dict[Condition, Check] = field(default_factory=dict)
     result: Readiness | None = None
+    probe: cf.Future | None = None  # this domain's checks under way
 
 
 class Checker:
@@ -72,17 +74,23 @@ class Checker:
         conditions = conditions_for(w.spec, guest)
         address = fresh_address(guest, w.fresh_after)
         out = []
+        known = dict(w.checks)  # replaced whole at the end: the waiter's thread may read it meanwhile
         for cond in conditions:
-            before = w.checks.get(cond)
+            before = known.get(cond)
             if before is not None and before.met:
                 out.append(before)
                 continue
             met, seen = self._check(cond, guest, address)
-            check = Check(cond, met, seen, round(now, 1) if met else None)
+            final = not met and cond.kind is ConditionKind.AGENT and guest.running and not guest.agent_channel
+            if final:
+                seen = ("the domain has no guest agent channel (guest_agent: true adds it at the domain's next "
+                        "start: apply --restart)")
+            check = Check(cond, met, one_line(seen), round(now, 1) if met else None, final=final)
             if met and self.on_check and cond.kind is not ConditionKind.RUNNING:
                 self.on_check(w.spec.name, check)
-            w.checks[cond] = check
+            known[cond] = check
             out.append(check)
+        w.checks = known
         return tuple(out)
 
     def _check(self, cond: Condition, guest: Guest, address: tuple[Address | None, str]) -> tuple[bool, str]:
@@ -130,10 +138,12 @@ class Waiter:
         self._probes = cf.ThreadPoolExecutor(max_workers=16, thread_name_prefix="reconcile-probe")
         self._thread.start()
 
-    def lease_baseline(self, networks: set[str]) -> dict[str, int]:
-        """The newest lease expiry per MAC now, to tell a later lease from one of before."""
+    def lease_baseline(self) -> dict[str, int]:
+        """The newest lease expiry per MAC now, on every network (a domain whose interfaces
+        the spec leaves unmanaged has its own), to tell a later lease from one of before.
+        Unreadable, it is empty: a lease then counts however old."""
         try:
-            return self.host.lease_expiries(networks)
+            return self.host.lease_expiries()
         except HostError:
             return {}
 
@@ -169,43 +179,69 @@ class Waiter:
             self.watch(name)
         self._wake.set()
         self._thread.join()
-        self._probes.shutdown(wait=True)
+        self._probes.shutdown(wait=False, cancel_futures=True)  # a probe stuck past its domain's time is left
+        for name, w in self.watches.items():  # the loop ended without a verdict (it failed): say so
+            if w.result is None:
+                self.gave_up(name, "the wait itself failed; see the error above")
         return tuple(w.result for w in self.watches.values() if w.result is not None)
 
     def _loop(self) -> None:
-        while True:
-            with self._lock:
-                active = [w for w in self.watches.values() if w.begun is not None and w.result is None]
-                idle = all(w.result is not None for w in self.watches.values())
-                closing = self._closing
-            if idle and closing:
-                return
-            if active:
-                self._round(active)
-                with self._lock:
-                    if self._closing and all(w.result is not None for w in self.watches.values()):
-                        return
-            self._wake.wait(self.poll)
-            self._wake.clear()
-
-    def _round(self, active: list[_Watch]) -> None:
         try:
-            guests = self.host.guests([w.spec.name for w in active])
-        except ConnectionLost as exc:  # nothing more can be learnt: every wait ends now, with the reason
-            for w in active:
-                self.gave_up(w.spec.name, str(exc))
-            return
-        except HostError as exc:
-            guests = {w.spec.name: Guest(w.spec.name, "unknown", address_note=str(exc)) for w in active}
-        checked = {w.spec.name: self._probes.submit(self.checker.evaluate, w, guests[w.spec.name]) for w in active}
+            while self._step():
+                self._wake.wait(self.poll)
+                self._wake.clear()
+        except Exception as exc:  # a bug, not a guest's state: every domain still waiting gets it as its verdict
+            import traceback
+
+            traceback.print_exc()
+            for name, w in list(self.watches.items()):
+                if w.result is None:
+                    self.gave_up(name, f"the wait failed: {exc!r} (a bug in reconcile; please report it)")
+
+    def _step(self) -> bool:
+        """One round: collect the probes that ended, start new ones for the domains without one
+        under way, and give each domain out of time its verdict. False once all are done."""
+        with self._lock:
+            active = [w for w in self.watches.values() if w.begun is not None and w.result is None]
+            if self._closing and all(w.result is not None for w in self.watches.values()):
+                return False
+        idle = [w for w in active if w.probe is None]
+        if idle:
+            try:
+                guests = self.host.guests([w.spec.name for w in idle])
+            except ConnectionLost as exc:  # nothing more can be learnt: every wait ends now, with the reason
+                for w in active:
+                    self.gave_up(w.spec.name, str(exc))
+                return True
+            except HostError as exc:
+                guests = {w.spec.name: Guest(w.spec.name, "unknown", address_note=one_line(str(exc))) for w in idle}
+            for w in idle:
+                w.probe = self._probes.submit(self.checker.evaluate, w, guests[w.spec.name])
+        cf.wait([w.probe for w in active if w.probe is not None], timeout=self.poll)
         now = time.monotonic()
         for w in active:
-            checks = checked[w.spec.name].result()
+            checks = None
+            if w.probe is not None and w.probe.done():
+                checks, w.probe = w.probe.result(), None
             waited = now - w.begun
-            if all(c.met for c in checks) or waited >= self.timeout:
-                with self._lock:
-                    w.result = Readiness(w.spec.name, checks, waited)
-                self._done(w.result)
+            if checks is not None and (all(c.met for c in checks) or any(c.final for c in checks)):
+                self._verdict(w, checks, waited)
+            elif waited >= self.timeout:
+                self._verdict(w, checks or self._last(w), waited)
+        return True
+
+    def _last(self, w: _Watch) -> tuple[Check, ...]:
+        """What was seen last, for a domain whose probe has not ended in time."""
+        checks = tuple(w.checks.values()) or (Check(Condition(ConditionKind.RUNNING), False, "not checked yet"),)
+        return tuple(c if c.met else replace(c, seen=f"{c.seen} (still being checked when the time was up)")
+                     for c in checks)
+
+    def _verdict(self, w: _Watch, checks: tuple[Check, ...], waited: float) -> None:
+        with self._lock:
+            if w.result is not None:
+                return
+            w.result = Readiness(w.spec.name, checks, waited)
+        self._done(w.result)
 
     def _done(self, readiness: Readiness) -> None:
         if self.on_done:
@@ -217,7 +253,7 @@ def fresh_address(guest: Guest, fresh_after: dict[str, int] | None) -> tuple[Add
     stale = []
     for a in guest.addresses:
         if a.source is AddressSource.LEASE and fresh_after is not None and a.mac in fresh_after \
-                and (a.expires or 0) <= fresh_after[a.mac]:
+                and a.expires is not None and a.expires <= fresh_after[a.mac]:
             stale.append(a.ip)
             continue
         return a, ""
@@ -247,7 +283,7 @@ def console_match(host, guest: Guest, pattern: str) -> tuple[bool, str]:
 
 
 def _clip(text: str, width: int = 120) -> str:
-    text = "".join(ch if ch.isprintable() else "?" for ch in text.strip())
+    text = one_line(text)
     return text if len(text) <= width else text[: width - 3] + "..."
 
 

@@ -29,7 +29,7 @@ def run_lab(args: argparse.Namespace, desired: Desired, host, console: Output) -
         return wait(args, desired, host, console)
     hosts = inv.hosts_of(named(desired), host.guests([d.name for d in named(desired)]))
     for h in hosts:
-        if h.address is None:
+        if not h.known:
             console.note(f"{h.name}: no address yet: {h.why}")
     if args.command == "ssh-config":
         console.out(inv.ssh_config(hosts, f"reconcile ssh-config: project {desired.project} on {host.uri}").rstrip("\n"))
@@ -37,7 +37,7 @@ def run_lab(args: argparse.Namespace, desired: Desired, host, console: Output) -
         console.out(render.dumps(inv.inventory_list(desired.project, hosts)))
     else:
         header = f"# reconcile inventory: project {desired.project} on {host.uri}\n"
-        missing = "".join(f"# {h.name}: no address yet: {h.why}\n" for h in hosts if h.address is None)
+        missing = "".join(f"# {h.name}: no address yet: {h.why}\n" for h in hosts if not h.known)
         console.out((header + missing + specs.dump(inv.inventory_yaml_data(desired.project, hosts))).rstrip("\n"))
     return EXIT_OK
 
@@ -185,9 +185,8 @@ class ApplyWait:
         refused = {n.name for n in plan.refusals}  # reported by the plan, not waited for
         self.specs = [d for d in desired.domains if d.state is State.RUNNING and d.name not in refused]
         self.starts = {a.name for a in plan.actions if isinstance(a.payload, StartDomain)}
-        networks = {i.network for d in self.specs if d.name in self.starts for i in d.interfaces or ()}
         self.waiter = make_waiter(args, self.specs, host, say)
-        self.baseline = self.waiter.lease_baseline(networks) if networks else {}
+        self.baseline = self.waiter.lease_baseline() if any(d.name in self.starts for d in self.specs) else {}
         for d in self.specs:
             if d.name not in self.starts:
                 self.waiter.watch(d.name)

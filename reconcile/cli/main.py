@@ -13,7 +13,7 @@ import gc
 import json
 import sys
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from .. import spec as specs
 from ..apply.executor import execute
@@ -150,7 +150,7 @@ def act(args: argparse.Namespace, desired, host, console: Output) -> int:
     lock = RunLock(host, desired.project, command=f"reconcile {args.command}", on_wait=console.note)
     try:
         lock.acquire(timeout=args.lock_timeout, break_lock=args.break_lock)
-        return apply(make_plan_for(args, desired, host), host, args, console, desired)
+        return apply(make_plan_for(args, desired, host), host, args, console, desired, done=lock.release)
     finally:
         lock.release()
 
@@ -177,7 +177,10 @@ def show_plan(the_plan: Plan, console: Output) -> None:
         console.out(render.plan_text(the_plan, verbose=console.args.verbose))
 
 
-def apply(the_plan: Plan, host, args: argparse.Namespace, console: Output, desired=None) -> int:
+def apply(the_plan: Plan, host, args: argparse.Namespace, console: Output, desired=None,
+          done: Callable[[], None] | None = None) -> int:
+    """Run the plan, and with --wait wait for readiness; `done` (the lock's release) is
+    called when the host has been changed, before the wait: waiting changes nothing."""
     if not console.quiet_apply:
         show_plan(the_plan, console)
     if the_plan.actions:
@@ -198,6 +201,8 @@ def apply(the_plan: Plan, host, args: argparse.Namespace, console: Output, desir
 
         result = execute(the_plan, host, parallel=args.parallel, force=getattr(args, "force", False),
                          on_result=finished, on_start=progress.started)
+        if done is not None:
+            done()
         if waiting is not None:
             left = waiting.waiter.pending()
             if left:

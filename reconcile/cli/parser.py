@@ -169,9 +169,14 @@ def parse(argv: list[str]) -> argparse.Namespace:
     usage, not the top-level one."""
     parser = build_parser(argv[0] if argv and argv[0] in COMMANDS else None)
     args, extra = parser.parse_known_args(argv)
+    sub = args.subparsers.get(args.command, parser)
     if extra:
-        sub = args.subparsers.get(args.command, parser)
         sub.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command == "apply":
+        if args.wait and args.dry_run:
+            sub.error("--wait: a --dry-run starts nothing to wait for")
+        if not args.wait and "--wait-timeout" in {a.split("=", 1)[0] for a in argv}:
+            sub.error("--wait-timeout: apply waits only with --wait")
     return args
 
 

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..model import Address, AddressSource, DomainSpec, Guest
+from ..model import Address, AddressSource, DomainSpec, Guest, one_line
 
 
 @dataclass(frozen=True)
@@ -24,11 +24,21 @@ class Host:
     why: str  # why there is no address, when there is none
     spec: DomainSpec
 
+    @property
+    def known(self) -> bool:
+        """Whether the next tool has an address for it (its spec's vars may give one)."""
+        return self.address is not None or "ansible_host" in self.spec.vars
+
+
+RESERVED_GROUPS = ("all", "ungrouped", "_meta")  # Ansible's own, and the key of hostvars in --list
+
 
 def project_group(project: str) -> str:
-    """The project's group: its name with what Ansible does not allow in a group name as _."""
+    """The project's group: its name with what Ansible does not allow in a group name as _,
+    and `project_` before a name Ansible keeps for itself."""
     name = re.sub(r"[^A-Za-z0-9_]", "_", project)
-    return name if re.match(r"[A-Za-z_]", name) else f"_{name}"
+    name = name if re.match(r"[A-Za-z_]", name) else f"_{name}"
+    return f"project_{name}" if name in RESERVED_GROUPS else name
 
 
 def hosts_of(specs: Iterable[DomainSpec], guests: Mapping[str, Guest]) -> list[Host]:
@@ -46,7 +56,7 @@ def hosts_of(specs: Iterable[DomainSpec], guests: Mapping[str, Guest]) -> list[H
                 why = f"the domain is {guest.state}"
             else:
                 why = guest.address_note or "no address known"
-        out.append(Host(spec.name, address, why, spec))
+        out.append(Host(spec.name, address, one_line(why), spec))
     return out
 
 
@@ -90,18 +100,23 @@ def inventory_list(project: str, hosts: list[Host]) -> dict[str, Any]:
     return out
 
 
+_SSH_VALUE = re.compile(r"[A-Za-z0-9_.:@%-]{1,255}")
+
+
 def ssh_config(hosts: list[Host], header: str) -> str:
     """`Host` blocks for `ssh -F FILE NAME`; a domain without an address is a comment."""
-    lines = [f"# {header}"]
+    lines = [f"# {one_line(header)}"]
     for h in hosts:
         lines.append("")
-        if h.address is None:
+        if not h.known:
             lines.append(f"# Host {h.name}: no address yet: {h.why}")
             continue
+        # What the inventory gives Ansible, so ssh and Ansible reach the same place; a
+        # value from vars is written only when it cannot break the line.
+        hv = host_vars(h)
         lines.append(f"Host {h.name}")
-        lines.append(f"  HostName {h.address.ip}")
-        if h.spec.ssh_user:
-            lines.append(f"  User {h.spec.ssh_user}")
-        if h.spec.ssh_port:
-            lines.append(f"  Port {h.spec.ssh_port}")
+        for key, value in (("HostName", hv.get("ansible_host")), ("User", hv.get("ansible_user")),
+                           ("Port", hv.get("ansible_port"))):
+            if value is not None and _SSH_VALUE.fullmatch(str(value)):
+                lines.append(f"  {key} {value}")
     return "\n".join(lines) + "\n"

@@ -17,7 +17,7 @@ import libvirt
 
 from ..codec import guest as guestxml
 from ..errors import HostError
-from ..model import Address, AddressSource, Guest, Nic
+from ..model import Address, AddressSource, Guest, Nic, one_line
 from .connection import Connection
 from .errors import lookup, translate, wrapped
 
@@ -57,17 +57,22 @@ class Guests(Connection):
             addresses, note = (), ""
             if state == "running":
                 addresses, note = self._addresses(dom, facts, leases, dhcp, unread)
+                note = one_line(note)
             out[name] = Guest(name, state, nics=facts.nics, addresses=addresses, address_note=note, vnc=facts.vnc,
                               console_pty=facts.console_pty if state == "running" else None,
                               console_log=facts.console_log, agent_channel=facts.agent_channel, uuid=facts.uuid,
-                              on_dhcp=any(n.network in dhcp for n in facts.nics))
+                              on_dhcp=_on_dhcp(facts.nics, dhcp, unread))
         return out
 
-    def lease_expiries(self, networks: set[str]) -> dict[str, int]:
-        """The latest expiry of each MAC's IPv4 lease on these networks."""
+    def lease_expiries(self) -> dict[str, int]:
+        """The latest expiry of each MAC's IPv4 lease, on every running network of the host."""
+        with wrapped("list the networks"):
+            names = {n.name() for n in self.conn.listAllNetworks(libvirt.VIR_CONNECT_LIST_NETWORKS_ACTIVE)}
         out: dict[str, int] = {}
-        for mac, addresses in self._leases(networks)[0].items():
-            out[mac] = max(a.expires or 0 for a in addresses)
+        for mac, addresses in self._leases(names)[0].items():
+            expiries = [a.expires for a in addresses if a.expires is not None]
+            if expiries:
+                out[mac] = max(expiries)
         return out
 
     def _leases(self, networks: set[str]) -> tuple[dict[str, list[Address]], set[str], dict[str, str]]:
@@ -138,8 +143,11 @@ class Guests(Connection):
 
     def agent_ping(self, name: str, timeout: int = 2) -> None:
         """Ask the guest agent for a ping; raises a `HostError` saying why it did not answer."""
-        import libvirt_qemu
-
+        try:
+            import libvirt_qemu
+        except ImportError as exc:  # part of libvirt-python; missing only from a broken install
+            raise HostError(f"libvirt-python has no libvirt_qemu module here ({exc}); reinstall libvirt-python, "
+                            "or wait for tcp or console instead", f"ping the guest agent of {name}") from exc
         dom = lookup(lambda: self.conn.lookupByName(name), libvirt.VIR_ERR_NO_DOMAIN, f"look up domain {name}")
         if dom is None:
             raise HostError("no such domain", f"ping the guest agent of {name}")
@@ -152,8 +160,8 @@ class Guests(Connection):
         """The end of a console log on the host, as text; raises a `HostError` when it cannot
         be read from here."""
         if not self.local:
-            raise HostError(f"the log is on {urllib.parse.urlsplit(self.uri).hostname}, not on this machine",
-                            f"read console log {path}")
+            raise HostError(f"the log is on {urllib.parse.urlsplit(self.uri).hostname}, not on this machine; for a "
+                            "remote host wait for tcp or agent instead", f"read console log {path}")
         try:
             with open(path, "rb") as f:
                 f.seek(0, 2)
@@ -162,8 +170,19 @@ class Guests(Connection):
                 return f.read().decode("utf-8", "replace")
         except FileNotFoundError:
             return ""  # not written yet
+        except PermissionError as exc:
+            raise HostError("permission denied; run reconcile as a user that may read it (libvirt writes it as "
+                            "root)", f"read console log {path}") from exc
         except OSError as exc:
             raise HostError(exc.strerror or str(exc), f"read console log {path}") from exc
+
+
+def _on_dhcp(nics: tuple[Nic, ...], dhcp: set[str], unread: dict[str, str]) -> bool | None:
+    """Whether an interface is on a network that hands out addresses; None when a network
+    could not be read, so that may be."""
+    if any(n.network in dhcp for n in nics):
+        return True
+    return None if any(n.network in unread for n in nics) else False
 
 
 def _no_lease(nic: Nic, dhcp: set[str], unread: dict[str, str]) -> str:

@@ -9,7 +9,8 @@ May import: `errors` only; every other package imports this one.
 
 from .desired import (DEFAULT_STOP_TIMEOUT, Backing, Cdrom, Console, Desired, Disk, DomainSpec, Graphics, HostEntry, ImageSpec,
                       Interface, NetworkSpec, Origin, PoolSpec, Reference, Seed, State, short_digest, shown_source)
-from .guest import (Address, AddressSource, Check, Condition, ConditionKind, Guest, Nic, Ready, Readiness)
+from .guest import (Address, AddressSource, Check, Condition, ConditionKind, Guest, Nic, Ready, Readiness,
+                    one_line)
 from .observed import (ImageHead, Observed, ObservedDomain, ObservedNetwork, ObservedPool, ObservedSeed,
                        ObservedVolume, Ownership, VolumeRef)
 from .plan import (Action, ActionKind, ActionResult, ApplyResult, Change, ChangeClass, Note, NoteKind, Pending, Plan,
@@ -21,5 +22,5 @@ __all__ = [
     "ImageHead", "Observed", "ObservedDomain", "ObservedNetwork", "ObservedPool", "ObservedSeed", "ObservedVolume",
     "Ownership", "VolumeRef", "Action", "ActionKind", "ActionResult", "ApplyResult", "Change", "ChangeClass", "Note",
     "NoteKind", "Pending", "Plan", "ResourceKind", "Status", "Address", "AddressSource", "Check", "Condition",
-    "ConditionKind", "Guest", "Nic", "Ready", "Readiness",
+    "ConditionKind", "Guest", "Nic", "Ready", "Readiness", "one_line",
 ]

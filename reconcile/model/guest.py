@@ -12,6 +12,12 @@ import enum
 from dataclasses import dataclass
 
 
+def one_line(text: str) -> str:
+    """Text from a guest or a host (a console line, an error) made safe to print on one line
+    of a terminal, a YAML comment or an ssh config: control characters become `?`."""
+    return "".join(ch if ch.isprintable() else "?" for ch in text.strip())
+
+
 class ConditionKind(str, enum.Enum):
     RUNNING = "running"  # the domain runs; every wait starts with it
     ADDRESS = "address"
@@ -95,7 +101,7 @@ class Guest:
     console_log: str | None = None
     agent_channel: bool = False
     uuid: str | None = None
-    on_dhcp: bool = False  # an interface is on a network that hands out addresses
+    on_dhcp: bool | None = False  # an interface is on a network that hands out addresses; None: unknown
 
     @property
     def running(self) -> bool:
@@ -115,6 +121,7 @@ class Check:
     met: bool
     seen: str = ""
     at: float | None = None  # seconds after the wait began when it first held
+    final: bool = False  # it cannot hold without a change to the domain: the wait ends now
 
 
 @dataclass(frozen=True)
