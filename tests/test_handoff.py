@@ -309,3 +309,11 @@ def test_the_project_group_is_a_name_ansible_accepts(project, group):
     listed = inv.inventory_list(project, hosts)
     assert listed[group] == {"hosts": ["vm"]} and listed["ungrouped"] == {"hosts": []}
     assert listed["_meta"]["hostvars"] == {"vm": {}}
+
+
+def test_wait_options_that_would_do_nothing_are_usage_errors(tmp_path):
+    write(tmp_path / "specs" / "lab.yaml", "domains: [{name: test, memory: 128MiB}]\n")
+    dry = run_cli("apply", "--dry-run", "--wait", str(tmp_path / "specs"), uri=TEST_URI, check=1)
+    assert "--wait: a --dry-run starts nothing to wait for" in dry.stderr
+    alone = run_cli("apply", "--wait-timeout", "5", str(tmp_path / "specs"), uri=TEST_URI, check=1)
+    assert "--wait-timeout: apply waits only with --wait" in alone.stderr

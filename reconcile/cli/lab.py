@@ -32,7 +32,13 @@ def run_lab(args: argparse.Namespace, desired: Desired, host, console: Output) -
         if not h.known:
             console.note(f"{h.name}: no address yet: {h.why}")
     if args.command == "ssh-config":
-        console.out(inv.ssh_config(hosts, f"reconcile ssh-config: project {desired.project} on {host.uri}").rstrip("\n"))
+        config = inv.ssh_config(hosts, f"reconcile ssh-config: project {desired.project} on {host.uri}")
+        if console.json:
+            console.out(render.dumps({"format_version": render.FORMAT_VERSION, "kind": "ssh-config",
+                                      "project": desired.project, "uri": host.uri, "config": config,
+                                      "missing": [{"name": h.name, "reason": h.why} for h in hosts if not h.known]}))
+        else:
+            console.out(config.rstrip("\n"))
     elif args.list or console.json:
         console.out(render.dumps(inv.inventory_list(desired.project, hosts)))
     else:
