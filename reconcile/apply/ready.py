@@ -117,10 +117,11 @@ class Checker:
 class Waiter:
     """Waits for the readiness of some domains, on a thread of its own.
 
-    `expect(name)` holds a domain until the run starts it (`began`), or gives it up
-    (`gave_up`); `watch(name)` begins at once. `finish()` waits for every domain's verdict.
+    A domain is checked from `watch(name)` on (with the lease expiries from before its
+    start, when the run starts it), or gets a verdict at once from `gave_up(name, why)`.
+    `finish()` watches the rest from then, and returns every domain's verdict.
     `on_check(domain, check)` is called as a condition comes to hold, `on_done(readiness)`
-    when a domain's wait ends; both from the waiter's thread.
+    when a domain's wait ends; both from the waiter's threads.
     """
 
     def __init__(self, host, specs: Iterable[DomainSpec], timeout: float = DEFAULT_WAIT_TIMEOUT,
@@ -228,7 +229,8 @@ class Waiter:
                 self._verdict(w, checks, waited)
             elif waited >= self.timeout:
                 self._verdict(w, checks or self._last(w), waited)
-        return True
+        with self._lock:  # the last verdict is in: no need to sleep once more
+            return not (self._closing and all(w.result is not None for w in self.watches.values()))
 
     def _last(self, w: _Watch) -> tuple[Check, ...]:
         """What was seen last, for a domain whose probe has not ended in time."""
