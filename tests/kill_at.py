@@ -20,7 +20,8 @@ from reconcile import cli
 from reconcile.host import LibvirtHost
 
 PRIMITIVES = ("ensure_pool", "ensure_network", "define_domain", "apply_live", "create_volume", "grow_volume",
-              "upload_volume", "write_volume", "start_domain", "stop_domain", "delete_volume", "undefine_domain")
+              "upload_volume", "write_volume", "start_domain", "stop_domain", "delete_volume", "undefine_domain",
+              "set_owner")
 
 
 def main() -> int:

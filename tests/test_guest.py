@@ -30,6 +30,8 @@ def lab_spec(lab, images, greeting: str, state: str = "running") -> str:
     `vm` has a seed and a kept data disk."""
     pool = lab.pool
     return f"""
+        networks:
+          - {{name: {lab.name}-net, ip: 192.168.247.1, netmask: 255.255.255.0}}
         images:
           - {{name: {lab.name}-base.qcow2, pool: {pool}, source: {images['acpi-qcow2']}, format: qcow2}}
           - {{name: {lab.name}-deaf-base.img, pool: {pool}, source: {images['acpi-ignore']}, format: raw}}
@@ -45,6 +47,7 @@ def lab_spec(lab, images, greeting: str, state: str = "running") -> str:
                 runcmd:
                   - [echo, {greeting}]
             console: {{log: {lab.console_log('vm')}}}
+            interfaces: [{{network: {lab.name}-net}}]
             state: {state}
             stop_timeout: 120
           - name: {lab.dom('deaf')}
@@ -173,3 +176,25 @@ def test_lab_guest_boots_reads_its_seed_stops_and_survives_a_rebuild(lab, guest_
     log = wait_for_console(vm_log, "rcguest: ready")
     assert marker(log, "root disk") == "vda root-boots: 1"
     assert marker(log, "data disk") == "vdb data-boots: 4"
+
+    # 5. reconcile rebuild: back to a first boot without a destroy. The same domain (UUID,
+    # MAC), a fresh root overlay (its boot count starts over where a restart would make it
+    # 2), the kept data disk as the guest left it, and a seed with a new instance-id that
+    # the guest prints. The other guest is not touched; a plan right after is empty.
+    vm = lab.conn.lookupByName(lab.dom("vm"))
+    uuid, mac = vm.UUIDString(), re.search(r"<mac address='([^']+)'", vm.XMLDesc(0)).group(1)
+    deaf_uuid = lab.conn.lookupByName(lab.dom("deaf")).UUIDString()
+    rebuilt = lab.cli("rebuild", "-o", "json", lab.dom("vm"), check=0)
+    doc = json.loads(rebuilt.stdout)
+    assert doc["ok"] and {a["name"] for a in doc["actions"]} >= {lab.dom("vm")}, doc
+    assert not any(lab.dom("deaf") in a["name"] for a in doc["actions"]), doc
+    log = wait_for_console(vm_log, "rcguest: ready")
+    assert marker(log, "root disk") == "vda root-boots: 1"
+    assert marker(log, "data disk") == "vdb data-boots: 5"
+    third_id = marker(log, "instance-id")
+    assert third_id == f"{second_id}-r1", (third_id, second_id)
+    vm = lab.conn.lookupByName(lab.dom("vm"))
+    assert vm.UUIDString() == uuid and f"<mac address='{mac}'" in vm.XMLDesc(0)
+    assert lab.conn.lookupByName(lab.dom("deaf")).UUIDString() == deaf_uuid
+    after = lab.cli("plan", "--detailed-exitcode")
+    assert after.returncode == 0, after.stdout + after.stderr

@@ -7,7 +7,9 @@ expected plan: actions as `GLYPH resource name`, changes, reasons and dependenci
 action, and notes (matched by substring). A volume's `head:` is what its first bytes say
 (format, virtual_size, backing, backing_format), as observe reads it; `attached:` maps
 `pool/volume` to the domains (of any project) that have it as a disk; `networks:` lists the
-host's networks (essence, owner project, DHCP `hosts`). Adding a scenario is adding a file.
+host's networks (essence, owner project, DHCP `hosts`). `rebuild: {names, start}` plans a
+rebuild instead of an apply; an ownership may give `rebuilds` and an unfinished `reset`
+(`{generation, start}`). Adding a scenario is adding a file.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from reconcile.model import ImageHead
 from reconcile.model import (HostEntry, Observed, ObservedDomain, ObservedNetwork, ObservedPool, ObservedSeed,
                              ObservedVolume, Ownership, VolumeRef)
 from reconcile.cli.render import change_line, change_text, dumps, plan_json, plan_text
+from reconcile.model.observed import ResetMark
 from reconcile.model.units import parse_size
 
 CASES = sorted((Path(__file__).parent / "planner" / "cases").glob("*.yaml"))
@@ -59,7 +62,8 @@ def observed_from(data: dict, desired) -> Observed:
             project=owner["project"],
             spec_file=desired.absolute_files[0] if owner.get("spec_file") == "SPECS" else owner.get("spec_file", ""),
             volumes=tuple(VolumeRef(v["pool"], v["name"], v.get("keep", False)) for v in owner.get("volumes", [])),
-            stop_timeout=owner.get("stop_timeout"))
+            stop_timeout=owner.get("stop_timeout"), rebuilds=owner.get("rebuilds", 0),
+            reset=ResetMark(**owner["reset"]) if owner.get("reset") else None)
         if ownership is not None and "applied" in (owner or {}):
             applied = copy.deepcopy(wanted[d["like"]].essence()) if owner["applied"] == "like" else owner["applied"]
             ownership = dataclasses.replace(ownership, applied=applied)
@@ -105,10 +109,15 @@ def test_planner_case(case_file: Path, tmp_path: Path) -> None:
     desired = specs.load([str(spec_file)])
     observed = observed_from(case.get("observed") or {}, desired)
     options = planner.Options(prune=case.get("prune", False), **(case.get("options") or {}))
-    if case.get("destroy"):
-        plan = planner.plan_destroy(desired, observed)
-    else:
-        plan = planner.plan(desired, observed, options=options)
+    def make():
+        if case.get("destroy"):
+            return planner.plan_destroy(desired, observed)
+        if "rebuild" in case:  # `rebuild: {names: [...], start: bool}`
+            return planner.plan_rebuild(desired, observed, tuple(case["rebuild"].get("names", ())),
+                                        start=case["rebuild"].get("start", False))
+        return planner.plan(desired, observed, options=options)
+
+    plan = make()
 
     expect = case["expect"]
     got = [f"{a.kind.glyph} {a.resource.value} {a.name}" for a in plan.actions]
@@ -141,5 +150,4 @@ def test_planner_case(case_file: Path, tmp_path: Path) -> None:
     assert len(plan.refusals) == expect.get("refusals", 0), notes
 
     # The planner is a pure function: the same inputs give the same plan.
-    again = planner.plan(desired, observed, options=options) if not case.get("destroy") else planner.plan_destroy(desired, observed)
-    assert again == plan
+    assert make() == plan

@@ -11,8 +11,8 @@ from typing import NamedTuple, Protocol
 from ..codec import seed
 from ..model import DEFAULT_STOP_TIMEOUT, Action, ActionKind, HostEntry, ImageHead, Status
 from ..model.steps import (CreateVolume, DefineDomain, DeleteVolume, EnsureNetwork, EnsurePool, GrowVolume,
-                           ImportImage, LiveChange, OverlayBase, ReplaceVolume, StartDomain, Step, StopDomain,
-                           UndefineDomain, UpdateNetworkHosts, WriteSeed)
+                           ImportImage, LiveChange, MarkReset, OverlayBase, RecreateVolume, ReplaceVolume, StartDomain,
+                           Step, StopDomain, UndefineDomain, UpdateNetworkHosts, WriteSeed)
 from . import sources
 
 
@@ -21,6 +21,7 @@ class Host(Protocol):
     def domain_exists(self, name: str) -> bool: ...
     def start_domain(self, name: str) -> bool: ...
     def record_state(self, name: str, state: str) -> None: ...
+    def set_owner(self, name: str, owner_xml: str) -> None: ...
     def stop_domain(self, name: str, timeout: float, force: bool = False) -> str: ...
     def undefine_domain(self, name: str) -> bool: ...
     def apply_live(self, name: str, changes: tuple[LiveChange, ...]) -> list[str]: ...
@@ -104,6 +105,19 @@ def _delete_volume(host: Host, action: Action, step: DeleteVolume | ReplaceVolum
     return applied(host.delete_volume(step.pool, step.name), unchanged="already gone")
 
 
+def _recreate_volume(host: Host, action: Action, step: RecreateVolume, force: bool) -> Done:
+    """A rebuild's disk, always made anew: an overlay left by a run cut short may already be
+    fresh or not, and nothing tells them apart; a new one is instant either way."""
+    host.delete_volume(step.pool, step.name)
+    host.create_volume(step.pool, step.name, step.capacity, step.format, step.backing)
+    return Done(Status.APPLIED, "fresh overlay" if step.backing else "created empty")
+
+
+def _mark_reset(host: Host, action: Action, step: MarkReset, force: bool) -> Done:
+    host.set_owner(action.name, step.owner_xml)
+    return Done(Status.APPLIED, "recorded as begun")
+
+
 def _write_seed(host: Host, action: Action, step: WriteSeed, force: bool) -> Done:
     """Build and upload the seed ISO, unless the volume already holds exactly these files."""
     current = host.read_volume(step.pool, step.name, seed.MAX_SEED_BYTES)
@@ -145,6 +159,7 @@ RUNNERS: dict[type[Step], Callable[[Host, Action, Step, bool], Done]] = {
     EnsurePool: _pool, EnsureNetwork: _network, UpdateNetworkHosts: _network_hosts, ImportImage: _image, CreateVolume: _create_volume,
     GrowVolume: _grow_volume, DeleteVolume: _delete_volume, ReplaceVolume: _delete_volume, WriteSeed: _write_seed,
     DefineDomain: _define, StartDomain: _start, StopDomain: _stop, UndefineDomain: _undefine,
+    RecreateVolume: _recreate_volume, MarkReset: _mark_reset,
 }
 
 

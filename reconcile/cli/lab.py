@@ -189,8 +189,11 @@ class ApplyWait:
 
     def __init__(self, args: argparse.Namespace, desired: Desired, plan, host, say: Callable[[str], None]):
         refused = {n.name for n in plan.refusals}  # reported by the plan, not waited for
-        self.specs = [d for d in desired.domains if d.state is State.RUNNING and d.name not in refused]
         self.starts = {a.name for a in plan.actions if isinstance(a.payload, StartDomain)}
+        if args.command == "rebuild":  # the domains it starts again
+            self.specs = [d for d in desired.domains if d.name in self.starts]
+        else:
+            self.specs = [d for d in desired.domains if d.state is State.RUNNING and d.name not in refused]
         self.waiter = make_waiter(args, self.specs, host, say)
         self.baseline = self.waiter.lease_baseline() if any(d.name in self.starts for d in self.specs) else {}
         for d in self.specs:

@@ -20,7 +20,7 @@ from ..apply.executor import execute
 from ..apply.lock import RunLock, clear_stale
 from ..errors import HostUnavailable, ReconcileError, SpecError
 from ..model import Plan
-from ..plan import Options, plan_destroy
+from ..plan import Options, plan_destroy, plan_rebuild
 from ..plan import plan as make_plan
 from . import render
 from .output import Output, Progress
@@ -99,7 +99,11 @@ def run(args: argparse.Namespace, console: Output) -> int:
     host = LibvirtHost(default_uri(args.connect))
     try:
         host.connect_early()  # the connection opens while the specs load
+        if args.command == "rebuild":
+            args.paths, args.names = split_names(args.paths)
         desired = specs.load(args.paths, project=args.project)
+        if args.command == "rebuild":
+            check_names(args.names, desired)
         if args.command in LAB_COMMANDS:
             from .lab import run_lab
 
@@ -107,6 +111,28 @@ def run(args: argparse.Namespace, console: Output) -> int:
         return act(args, desired, host, console)
     finally:
         host.close()
+
+
+def split_names(arguments: list[str]) -> tuple[list[str], tuple[str, ...]]:
+    """`rebuild PATHS... [NAME...]`: what exists on disk is a spec path, the rest domain names."""
+    import os
+
+    paths = [a for a in arguments if os.path.exists(a)]
+    if not paths:
+        raise ReconcileError(f"none of {' '.join(arguments)} is a spec file or directory; expected "
+                             "`reconcile rebuild PATHS... [DOMAIN...]`")
+    return paths, tuple(a for a in arguments if not os.path.exists(a))
+
+
+def check_names(names: tuple[str, ...], desired) -> None:
+    from ..spec.formats import closest
+
+    known = [d.name for d in desired.domains]
+    for name in names:
+        if name not in known:
+            close = closest(name, known)
+            hint = f"; did you mean {close!r}?" if close else ""
+            raise ReconcileError(f"{name!r} is neither a spec path nor a domain the specs name{hint}")
 
 
 def validate(desired, console: Output) -> int:
@@ -124,7 +150,7 @@ def validate(desired, console: Output) -> int:
 
 
 def act(args: argparse.Namespace, desired, host, console: Output) -> int:
-    acting = args.command == "destroy" or (args.command == "apply" and not args.dry_run)
+    acting = args.command == "destroy" or (args.command in ("apply", "rebuild") and not args.dry_run)
     try:
         removed = clear_stale(host, desired.project)
     except HostUnavailable:
@@ -163,6 +189,8 @@ def make_plan_for(args: argparse.Namespace, desired, host) -> Plan:
                             networks=desired.networks_of_interest(), project=desired.project)
     if args.command == "destroy":
         return plan_destroy(desired, observed)
+    if args.command == "rebuild":
+        return plan_rebuild(desired, observed, args.names, start=args.start)
     return make_plan(desired, observed, options=Options(
         prune=args.prune, restart=args.restart, adopt=args.adopt, allow_recreate=args.allow_recreate,
         prune_all=args.prune_all))

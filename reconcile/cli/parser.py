@@ -26,6 +26,7 @@ COMMANDS = {
     "plan": "show what apply would change",
     "apply": "make the host match the specs",
     "destroy": "remove everything these specs manage",
+    "rebuild": "return domains to their first boot: fresh overlays and seed, same identity",
     "status": "show each domain's state, addresses, consoles and readiness",
     "wait": "wait until the running domains are ready",
     "inventory": "print an Ansible inventory of the domains",
@@ -73,7 +74,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                 _common_options(built[name])
     parser.set_defaults(subparsers=built)
 
-    p, a, d, e = (built.get(n) for n in ("plan", "apply", "destroy", "export"))
+    p, a, d, e, r = (built.get(n) for n in ("plan", "apply", "destroy", "export", "rebuild"))
     if p:
         p.add_argument("--detailed-exitcode", action="store_true", help="exit 2 when changes are pending, 0 when none")
         p.add_argument("--prune", action="store_true", help="include removing managed domains no spec mentions")
@@ -90,11 +91,14 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                         help="take over existing domains that specs name but reconcile did not create")
         sp.add_argument("--allow-recreate", action="store_true",
                         help="allow identity-level changes (type, arch, disk format); a replaced disk loses its data")
-    if a:
-        a.add_argument("--wait", action="store_true",
-                       help="then wait until every running domain is ready (its ready: conditions; by default an "
-                            "address on a DHCP network), each from its start")
-    for sp in filter(None, (a, built.get("wait"))):
+    if r:
+        r.add_argument("--start", action="store_true", help="start the rebuilt domains that were stopped too")
+        r.add_argument("--dry-run", action="store_true", help="plan only; change nothing")
+    for sp in filter(None, (a, r)):
+        sp.add_argument("--wait", action="store_true",
+                        help="then wait until every domain it starts is ready (its ready: conditions; by default an "
+                             "address on a DHCP network), each from its start")
+    for sp in filter(None, (a, r, built.get("wait"))):
         sp.add_argument("--wait-timeout", type=_seconds, default=DEFAULT_WAIT_TIMEOUT, metavar="SECONDS",
                         help=f"how long each domain may take to be ready (default: {DEFAULT_WAIT_TIMEOUT:g})")
     if built.get("inventory"):
@@ -103,7 +107,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                                              "inventory script); default: a YAML inventory")
     if d:
         d.add_argument("--force", action="store_true", help="power off at once instead of an ACPI shutdown first")
-    for sp in filter(None, (a, d)):
+    for sp in filter(None, (a, d, r)):
         sp.add_argument("--parallel", type=_positive, default=DEFAULT_PARALLEL, metavar="N",
                         help=f"actions at once (default: {DEFAULT_PARALLEL})")
         sp.add_argument("--lock-timeout", type=_seconds, default=DEFAULT_LOCK_TIMEOUT, metavar="SECONDS",
@@ -172,11 +176,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
     sub = args.subparsers.get(args.command, parser)
     if extra:
         sub.error(f"unrecognized arguments: {' '.join(extra)}")
-    if args.command == "apply":
+    if args.command in ("apply", "rebuild"):
         if args.wait and args.dry_run:
             sub.error("--wait: a --dry-run starts nothing to wait for")
         if not args.wait and "--wait-timeout" in {a.split("=", 1)[0] for a in argv}:
-            sub.error("--wait-timeout: apply waits only with --wait")
+            sub.error(f"--wait-timeout: {args.command} waits only with --wait")
     return args
 
 

@@ -92,7 +92,8 @@ def plan_summary(plan: Plan) -> str:
         converged = sum(1 for n in plan.notes if n.kind not in (NoteKind.REFUSED, NoteKind.UNMANAGED))
         return f"No changes. The host matches the specs ({converged} resource{'s' if converged != 1 else ''} checked).{waiting}"
     counts = Counter(a.kind for a in plan.actions)
-    parts = [f"{counts.get(k, 0)} to {k.value}" for k in ActionKind]
+    # reset is rebuild's own verb: shown only where a plan has one
+    parts = [f"{counts.get(k, 0)} to {k.value}" for k in ActionKind if k is not ActionKind.RESET or counts.get(k)]
     text = "Plan: " + ", ".join(parts) + "."
     if plan.drift:
         text += " Drift: the host was changed outside reconcile."

@@ -59,10 +59,7 @@ def _apply_spec(dom: ET.Element, spec: DomainSpec, owner: Ownership, by_path: Ma
     metadata = _child(dom, "metadata", 2)
     for old in metadata.findall(_Q + "owner"):
         metadata.remove(old)
-    owner_el = ownership_element(owner)
-    if spec.seed is not None:
-        ET.SubElement(owner_el, _Q + "seed", {"instance-id": spec.seed.instance_id})
-    metadata.append(owner_el)
+    metadata.append(ownership_element(owner, spec.seed.instance_id if spec.seed is not None else None))
     for tag, kib in (("memory", spec.memory),
                      ("currentMemory", spec.current_memory if spec.current_memory is not None else spec.memory)):
         el = _child(dom, tag)

@@ -80,6 +80,15 @@ class Domains(Connection):
             if updated is not None:
                 dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, updated, ownership.PREFIX, ownership.NAMESPACE, config)
 
+    def set_owner(self, name: str, owner_xml: str) -> None:
+        """Write reconcile's metadata record of a domain (its persistent config) as given."""
+        dom = self._domain(name)
+        if dom is None:
+            raise NotFound("no such domain", f"record a rebuild of domain {name}")
+        with wrapped(f"record a rebuild of domain {name}"):
+            dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, owner_xml, ownership.PREFIX, ownership.NAMESPACE,
+                            libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+
     def start_domain(self, name: str) -> bool:
         dom = self._domain(name)
         if dom is None:

@@ -7,9 +7,11 @@ data, no I/O.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import functools
 import hashlib
+import json
 import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
@@ -84,9 +86,18 @@ class Disk:
     keep: bool = False
     backing: Backing | None = None
     allow_replace: bool = False  # a format or backing change may replace the volume (data lost)
+    rebuild: str = ""  # what `reconcile rebuild` does to it: "" (the default), "keep" or "recreate"
 
     def essence(self) -> dict[str, Any]:
         return {"pool": self.pool, "volume": self.volume, "format": self.format, "bus": self.bus}
+
+    @property
+    def resets(self) -> bool:
+        """Whether a rebuild replaces it: an overlay not kept (a fresh one on its base), or a
+        disk that asks to be created empty again. A disk with data and no base is never emptied."""
+        if self.rebuild == "recreate":
+            return True
+        return self.rebuild != "keep" and self.backing is not None and not self.keep
 
 
 @dataclass(frozen=True)
@@ -150,9 +161,21 @@ class Seed:
     files: tuple[tuple[str, bytes], ...] = field(repr=False)
     digest: str
     instance_id: str
+    meta_tail: bytes = field(default=b"", repr=False)  # meta-data after its instance-id line
 
     def file_digests(self) -> dict[str, str]:
         return {name: short_digest(data) for name, data in self.files}
+
+    def at_generation(self, generation: int) -> Seed:
+        """The seed after `generation` rebuilds: the same files with a new instance-id, so
+        that cloud-init runs as on a first boot. Generation 0 is the seed as composed."""
+        if generation <= 0:
+            return self
+        instance_id = f"{self.instance_id}-r{generation}"
+        meta = b"instance-id: " + json.dumps(instance_id).encode() + b"\n" + self.meta_tail
+        files = tuple((name, meta if name == "meta-data" else data) for name, data in self.files)
+        whole = hashlib.sha256(b"".join(n.encode() + b"\0" + d + b"\0" for n, d in files)).hexdigest()
+        return dataclasses.replace(self, files=files, digest="sha256:" + whole, instance_id=instance_id)
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,15 @@ class VolumeRef:
 
 
 @dataclass(frozen=True)
+class ResetMark:
+    """A rebuild under way, recorded in the domain before anything is reset: the generation
+    it brings the domain to, and whether the domain is to be started after it."""
+
+    generation: int
+    start: bool
+
+
+@dataclass(frozen=True)
 class Ownership:
     """What reconcile's metadata element in a domain says about it."""
 
@@ -46,6 +55,8 @@ class Ownership:
     # The essence (plus desired state) reconcile last applied: a field where the host differs
     # from it, while the spec still asks for it, was changed behind reconcile's back (drift).
     applied: dict[str, Any] | None = field(default=None, compare=False, hash=False)
+    rebuilds: int = 0  # rebuilds finished: each gives the seed a new instance-id
+    reset: ResetMark | None = None  # a rebuild begun and not finished
 
 
 @dataclass(frozen=True)

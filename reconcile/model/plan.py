@@ -19,10 +19,11 @@ class ActionKind(str, enum.Enum):
     DESTROY = "destroy"
     START = "start"
     STOP = "stop"
+    RESET = "reset"  # back to the first boot: fresh overlays and seed, same identity (rebuild)
 
     @property
     def glyph(self) -> str:
-        return {"create": "+", "update": "~", "destroy": "-", "start": ">", "stop": "<"}[self.value]
+        return {"create": "+", "update": "~", "destroy": "-", "start": ">", "stop": "<", "reset": "^"}[self.value]
 
 
 class ResourceKind(str, enum.Enum):

@@ -77,6 +77,15 @@ class GrowVolume(VolumeStep):
 
 
 @dataclass(frozen=True)
+class RecreateVolume(VolumeStep):
+    """A rebuild's disk: deleted and created again, a fresh overlay on its base (or empty)."""
+
+    capacity: int | None = None
+    format: str = "qcow2"
+    backing: OverlayBase | None = None
+
+
+@dataclass(frozen=True)
 class WriteSeed(VolumeStep):
     files: tuple[tuple[str, bytes], ...] = field(default=(), repr=False)
 
@@ -128,6 +137,14 @@ class StartDomain(Step):
 @dataclass(frozen=True)
 class StopDomain(Step):
     stop_timeout: float | None = None  # None: the default
+
+
+@dataclass(frozen=True)
+class MarkReset(Step):
+    """Write reconcile's metadata record of a domain as given: a rebuild begun (before
+    anything is reset), so that a run that dies half-way is finished by the next one."""
+
+    owner_xml: str = field(repr=False)
 
 
 @dataclass(frozen=True)

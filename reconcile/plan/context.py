@@ -78,3 +78,19 @@ class Context:
     def by_path(self) -> Mapping[str, tuple[str, str]]:
         # once per plan (cached on Observed): built per domain it made a plan of 10000 domains quadratic
         return self.observed.by_path
+
+
+def in_order(actions: list[Action], key) -> tuple[Action, ...]:
+    """`actions` sorted by `key`, then moved only as far as needed for each to come after
+    what it depends on (a rebuild's redefinition after its disks), so a plan reads in the
+    order it runs."""
+    pending = sorted(actions, key=key)
+    ids = {a.id for a in pending}
+    done: set[str] = set()
+    out: list[Action] = []
+    while pending:
+        i = next((i for i, a in enumerate(pending) if all(d in done or d not in ids for d in a.depends_on)), 0)
+        action = pending.pop(i)  # a cycle (never planned) keeps the sorted order
+        out.append(action)
+        done.add(action.id)
+    return tuple(out)

@@ -16,14 +16,14 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from ..codec import domain as domxml
-from ..codec import ownership
 from ..model import (Action, ActionKind, Change, ChangeClass, Disk, DomainSpec, Note, NoteKind, ObservedDomain,
-                     Ownership, Pending, ResourceKind, State, VolumeRef)
-from ..model.steps import DefineDomain, LiveChange, StartDomain, StopDomain
+                     Ownership, Pending, ResourceKind, State)
+from ..model.steps import StartDomain, StopDomain
 from . import diff
 from .classes import canonical, classified, live_ops
 from .context import Context, Planned, noted
+from .rebuild import plan_reset
+from .record import define_payload, owner_of
 from .disks import Base, base_of, disk_actions, overlay_faults, seed_action, stale_seeds, volume_refusals
 from .removal import plan_removal
 
@@ -45,13 +45,19 @@ def plan_domain(spec: DomainSpec, ctx: Context) -> Planned:
     if isinstance(admitted, Planned):
         return admitted
     have, adopting = admitted
+    mark = have.ownership.reset if have is not None else None
+    if mark is not None and mark.generation > have.ownership.rebuilds:  # a rebuild cut short: finished first
+        return plan_reset(spec, ctx, have, have.ownership.reset.generation, spec.state is State.RUNNING,
+                          "finishing a rebuild that was cut short")
+    if have is not None and spec.seed is not None and have.ownership.rebuilds:
+        spec = dataclasses.replace(spec, seed=spec.seed.at_generation(have.ownership.rebuilds))
     previously_owned = {(v.pool, v.name) for v in have.ownership.volumes} if have else set()
     bases = {d.target: base_of(d, ctx) for d in spec.disks}
     refusals, replaced = volume_refusals(spec, ctx.observed, bases, previously_owned, ctx.options.allow_recreate)
     if refusals:
         return noted(*(Note(ResourceKind.DOMAIN, spec.name, m, kind=NoteKind.REFUSED) for m in refusals))
     want = canonical(spec, ctx.observed, have.essence if have else {})
-    owner = _owner(spec, ctx, want, previously_owned)
+    owner = owner_of(spec, ctx, want, previously_owned, have.ownership.rebuilds if have else 0)
     definition = _define(spec, ctx, have, adopting, owner, want, bases, replaced)
     if definition.blocked:
         return definition.planned
@@ -119,18 +125,6 @@ def _missing(spec: DomainSpec, ctx: Context) -> Planned | None:
                               f"uses {noun} {', '.join(repr(x) for x in missing)}, which neither exists on the host "
                               f"nor is declared in the specs; declare it under '{noun}s'", kind=NoteKind.REFUSED))
     return None
-
-
-def _owner(spec: DomainSpec, ctx: Context, want: dict, previously_owned: set[tuple[str, str]]) -> Ownership:
-    """The ownership record the domain will carry: the volumes reconcile made for it (and
-    makes now), and the essence applied."""
-    owned = [VolumeRef(d.pool, d.volume, d.keep) for d in spec.disks
-             if (d.pool, d.volume) in previously_owned or (d.pool, d.volume) not in ctx.observed.volumes]
-    if spec.seed:  # derived data: always reconcile's own, rebuilt at will
-        owned.append(VolumeRef(spec.seed.pool, spec.seed.volume, False))
-    return Ownership(project=ctx.desired.project, spec_file=ctx.desired.absolute(spec.origin.file),
-                     spec_hash=ownership.spec_hash(spec), volumes=tuple(owned), applied=dict(want, state=spec.state.value),
-                     stop_timeout=spec.stop_timeout)
 
 
 def _define(spec: DomainSpec, ctx: Context, have: ObservedDomain | None, adopting: bool, owner: Ownership,
@@ -267,13 +261,3 @@ def _ownership_changes(before: Ownership | None, after: Ownership) -> list[Chang
     if before.stop_timeout is not None and before.stop_timeout != after.stop_timeout:
         out.append(Change(("stop_timeout",), before.stop_timeout, after.stop_timeout, ChangeClass.LIVE))
     return out
-
-
-def define_payload(spec: DomainSpec, owner: Ownership, uuid: str | None, current: str | None, ctx: Context,
-                   live: tuple[LiveChange, ...], state: State) -> DefineDomain:
-    """What defining the domain takes. The state recorded as applied is the one the domain
-    has once defined; the start or stop that follows records its own when it succeeds, so a
-    start that never happened (a run cut short) is not later taken for drift."""
-    owner = dataclasses.replace(owner, applied=dict(owner.applied or {}, state=state.value))
-    xml = domxml.domain_xml(spec, owner, uuid, current=current or None, volume_by_path=ctx.by_path)
-    return DefineDomain(xml, spec.autostart, live)

@@ -22,7 +22,7 @@ import dataclasses
 
 from ..model import Action, ActionKind, Desired, Observed, Plan, ResourceKind, State
 from ..model.steps import ReplaceVolume
-from .context import Context, Options, joined
+from .context import Context, Options, in_order, joined
 from .domain import plan_domain
 from .networks import plan_networks
 from .removal import plan_prune
@@ -38,10 +38,12 @@ _PHASE = {
     (ResourceKind.NETWORK, ActionKind.UPDATE): 0,
     (ResourceKind.IMAGE, ActionKind.CREATE): 1,
     (ResourceKind.DOMAIN, ActionKind.STOP): 2,
+    (ResourceKind.DOMAIN, ActionKind.RESET): 2,  # a rebuild cut short, finished: its mark comes first
     (ResourceKind.DOMAIN, ActionKind.CREATE): 3,
     (ResourceKind.DOMAIN, ActionKind.UPDATE): 3,
     (ResourceKind.VOLUME, ActionKind.CREATE): 5,
     (ResourceKind.VOLUME, ActionKind.UPDATE): 5,
+    (ResourceKind.VOLUME, ActionKind.RESET): 5,
     (ResourceKind.DOMAIN, ActionKind.START): 6,
     (ResourceKind.VOLUME, ActionKind.DESTROY): 7,
     (ResourceKind.DOMAIN, ActionKind.DESTROY): 8,
@@ -62,7 +64,7 @@ def plan(desired: Desired, observed: Observed, prune: bool = False, options: Opt
     ctx = Context(desired, observed, options, pool_waits | net_waits | image_waits)
     found = joined([pools, networks, images, *(plan_domain(spec, ctx) for spec in desired.domains),
                     plan_prune(desired, observed, options)])
-    return Plan(project=desired.project, uri=observed.uri, actions=tuple(sorted(found.actions, key=_order)),
+    return Plan(project=desired.project, uri=observed.uri, actions=in_order(list(found.actions), _order),
                 notes=tuple(sorted(found.notes, key=lambda n: (n.resource.value, n.name))),
                 pending=tuple(sorted(found.pending, key=lambda p: p.name)))
 

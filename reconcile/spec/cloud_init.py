@@ -47,11 +47,14 @@ def compose_seed(item: Located, domain: str, ci: dict[str, Any], pool: str, volu
     meta = {"instance-id": instance_id, "local-hostname": meta.get("local-hostname", domain),
             **{k: v for k, v in meta.items() if k not in ("instance-id", "local-hostname")}}
     contents["meta-data"] = yaml.safe_dump(meta, sort_keys=False, default_flow_style=False).encode()
+    rest = {k: v for k, v in meta.items() if k != "instance-id"}
+    tail = yaml.safe_dump(rest, sort_keys=False, default_flow_style=False).encode()
     if "user-data" not in contents:  # NoCloud wants the file, even empty
         contents["user-data"] = b"#cloud-config\n"
     files = tuple((name, contents[name]) for name in ("meta-data", "user-data", "network-config") if name in contents)
     whole = hashlib.sha256(b"".join(n.encode() + b"\0" + d + b"\0" for n, d in files)).hexdigest()
-    return Seed(pool=pool, volume=volume, files=files, digest="sha256:" + whole, instance_id=instance_id)
+    return Seed(pool=pool, volume=volume, files=files, digest="sha256:" + whole, instance_id=instance_id,
+                meta_tail=tail)
 
 
 def _content(item: Located, path: Path_, value: Any, header: str, problems: list[Diagnostic]) -> bytes | None:

@@ -185,8 +185,12 @@ class DomainReader:
                         "each disk to have its own volume (give it a name)")
         if backing is not None and backing.kind != "path" and (backing.pool, backing.name) == (pool, volume):
             self.problem(("disks", j, "backing"), "a disk cannot be its own backing image; expected another volume")
+        if d.get("rebuild") == "recreate" and d.get("keep"):
+            self.problem(("disks", j, "rebuild"), "a disk with keep: true is never emptied, so it cannot be recreated "
+                                                  "by a rebuild; expected rebuild: keep, or no keep")
         return Disk(target=target, pool=pool, volume=volume, size=capacity, format=fmt, bus=bus,
-                    keep=d.get("keep", False), backing=backing, allow_replace=d.get("allow_replace", False))
+                    keep=d.get("keep", False), backing=backing, allow_replace=d.get("allow_replace", False),
+                    rebuild=d.get("rebuild", ""))
 
     def cdroms(self) -> list[Cdrom]:
         cdroms: list[Cdrom] = []
