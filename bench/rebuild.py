@@ -5,8 +5,9 @@ each, next to its floor and next to `destroy --force` + `apply` of the same spec
 
 The floor is a bare libvirt-python script doing, one domain after another, what a rebuild
 must: power off, delete the overlay, create it again on the base, start. The domains boot no
-OS, so every stop is forced (`stop_timeout: 0`). Each round times the three, interleaved;
-the median of the rounds is printed. Resources are named with $RECONCILE_BENCH_PREFIX
+OS, so every stop is forced (`stop_timeout: 0`). Each round times the three, interleaved,
+each once the domains have settled (a domain just started spins in its firmware for a
+while, which would slow whatever runs beside it); the median of the rounds is printed. Resources are named with $RECONCILE_BENCH_PREFIX
 (default `rcbench-`) and removed at the end. Prints figures; asserts nothing.
 """
 
@@ -25,7 +26,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from run import PREFIX, cleanup, domain_type, quiet_cli  # noqa: E402 - bench/run.py, beside this file
+from run import PREFIX, cleanup, domain_type, quiet_cli, settle  # noqa: E402 - bench/run.py, beside this file
 
 from reconcile.apply.executor import DEFAULT_PARALLEL  # noqa: E402
 
@@ -74,6 +75,7 @@ def main() -> int:
         quiet_cli("apply", "-q", "-c", URI, str(spec_dir))
         for r in range(rounds):
             for what in ("rebuild", "floor", "destroy+apply"):
+                settle(names)  # freshly started domains spin in their firmware for a while: not beside a timing
                 t0 = time.perf_counter()
                 if what == "rebuild":
                     quiet_cli("rebuild", "-q", "-c", URI, str(spec_dir))

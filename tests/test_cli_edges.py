@@ -61,7 +61,7 @@ def test_version():
     assert done.stdout.startswith("reconcile ") and done.stdout.split()[1][0].isdigit()
 
 
-@pytest.mark.parametrize("command", ["plan", "apply", "destroy"])
+@pytest.mark.parametrize("command", ["plan", "apply", "destroy", "rebuild", "status", "wait", "inventory", "ssh-config"])
 def test_json_on_an_unreachable_host_is_one_document(command, spec_dir):
     done = cli(command, "-o", "json", "-c", DOWN, str(spec_dir))
     assert done.returncode == 1
@@ -69,6 +69,18 @@ def test_json_on_an_unreachable_host_is_one_document(command, spec_dir):
     jsonschema.validate(doc, ERROR_SCHEMA)
     assert (doc["command"], doc["error"]["kind"]) == (command, "host unavailable")
     assert "cannot reach libvirtd on 127.0.0.1" in doc["error"]["message"]
+
+
+def test_rebuild_names_what_it_cannot_find(spec_dir):
+    unknown = cli("rebuild", "-c", "test:///default", str(spec_dir), "rctest-edges-b")
+    assert unknown.returncode == 1 and "Traceback" not in unknown.stderr
+    assert "'rctest-edges-b' is neither a spec path nor a domain the specs name; did you mean 'rctest-edges-a'?" \
+        in unknown.stderr
+    nothing = cli("rebuild", "-c", "test:///default", "no-such-dir")
+    assert nothing.returncode == 1 and "none of no-such-dir is a spec file or directory" in nothing.stderr
+    absent = cli("rebuild", "-c", "test:///default", str(spec_dir), "rctest-edges-a")
+    assert absent.returncode == 1
+    assert "! refuse domain rctest-edges-a: not on the host: `reconcile apply` creates it" in absent.stdout
 
 
 def test_json_on_a_usage_error_is_one_document(spec_dir):

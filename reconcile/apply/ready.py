@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
-from ..errors import ConnectionLost, HostError
+from ..errors import HostError, HostUnavailable
 from ..model import (Address, AddressSource, Check, Condition, ConditionKind, DomainSpec, Guest, Readiness, Ready,
                      one_line)
 
@@ -210,7 +210,7 @@ class Waiter:
         if idle:
             try:
                 guests = self.host.guests([w.spec.name for w in idle])
-            except ConnectionLost as exc:  # nothing more can be learnt: every wait ends now, with the reason
+            except HostUnavailable as exc:  # nothing more can be learnt: every wait ends now, with the reason
                 for w in active:
                     self.gave_up(w.spec.name, str(exc))
                 return True

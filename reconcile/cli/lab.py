@@ -157,6 +157,7 @@ def make_waiter(args: argparse.Namespace, specs_: list[DomainSpec], host, say: C
 
 def wait(args: argparse.Namespace, desired: Desired, host, console: Output) -> int:
     running = [d for d in named(desired) if d.state is State.RUNNING]
+    host.guests([d.name for d in running])  # a host that cannot be reached is an error, not a wait
     with Progress(console, 0, False) as progress:
         console.info(f"Waiting for {len(running)} domain{'s' if len(running) != 1 else ''} "
                      f"(at most {args.wait_timeout:g}s each):")

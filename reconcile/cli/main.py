@@ -169,7 +169,7 @@ def act(args: argparse.Namespace, desired, host, console: Output) -> int:
     # nothing, whatever another run is doing, so a no-op apply neither waits for a busy
     # lock nor writes one. Otherwise the plan is made again under the lock, so that it sees
     # what a run that held it left.
-    if not args.break_lock:
+    if not args.break_lock and args.command != "rebuild":  # a rebuild always has work
         the_plan = make_plan_for(args, desired, host)
         if not the_plan.actions:
             return apply(the_plan, host, args, console, desired)
@@ -182,8 +182,11 @@ def act(args: argparse.Namespace, desired, host, console: Output) -> int:
 
 
 def make_plan_for(args: argparse.Namespace, desired, host) -> Plan:
+    # A rebuild replaces the overlays and seeds: it reads only the bases' first bytes.
+    rebuilding = args.command == "rebuild"
     observed = host.observe(pools=desired.pools_of_interest(), volumes=desired.volumes_of_interest(),
-                            seeds=desired.seeds_of_interest(), heads=desired.heads_of_interest(),
+                            seeds=set() if rebuilding else desired.seeds_of_interest(),
+                            heads=desired.bases_of_interest() if rebuilding else desired.heads_of_interest(),
                             live={d.name for d in desired.domains},
                             machines=any(d.machine for d in desired.domains),
                             networks=desired.networks_of_interest(), project=desired.project)

@@ -367,5 +367,12 @@ class Desired:
                         out.add((d.backing.pool, d.backing.name))
         return out
 
+    def bases_of_interest(self) -> set[tuple[str, str]]:
+        """The images and the pool volumes overlays are built on (their format and size)."""
+        out = {(i.pool, i.name) for i in self.images}
+        for dom in self.domains:
+            out |= {(d.backing.pool, d.backing.name) for d in dom.disks if d.backing and d.backing.kind != "path"}
+        return out
+
     def seeds_of_interest(self) -> set[tuple[str, str]]:
         return {(dom.seed.pool, dom.seed.volume) for dom in self.domains if dom.seed}

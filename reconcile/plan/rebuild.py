@@ -61,7 +61,8 @@ def _one(spec: DomainSpec, ctx: Context, start: bool, explicit: bool) -> Planned
     if have.ownership is None or have.ownership.project != ctx.desired.project:
         whose = "not created by reconcile" if have.ownership is None else \
             f"managed by project {have.ownership.project!r}"
-        return noted(Note(ResourceKind.DOMAIN, spec.name, f"{whose}: never rebuilt by this project", NoteKind.REFUSED))
+        return noted(Note(ResourceKind.DOMAIN, spec.name, f"{whose}: never rebuilt by this project",
+                          NoteKind.REFUSED if explicit else NoteKind.WARNING))
     mark = have.ownership.reset
     if mark is not None and mark.generation > have.ownership.rebuilds:
         return plan_reset(spec, ctx, have, mark.generation, mark.start or start, "finishing the rebuild begun earlier")
