@@ -142,6 +142,18 @@ def test_a_lab_is_reachable_at_known_addresses_when_apply_ends(lab, guest_images
     assert "Ready: 3 of 3 domains" in again.stdout, again.stdout
     assert identity(status(lab)) == before
 
+    # 4b. rebuild --wait: the three back at their first boot, same MACs and addresses. Their
+    # old leases are still there; the wait counts only those the guests ask for after their
+    # start, so it ends after a boot, not at once.
+    rebuilt = lab.cli("rebuild", "--wait", "-o", "json", check=0)
+    doc = json.loads(rebuilt.stdout)
+    jsonschema.validate(doc, PLAN_SCHEMA)
+    assert sorted(r["domain"] for r in doc["readiness"]) == sorted(names)
+    for r in doc["readiness"]:
+        address = next(c for c in r["conditions"] if c["kind"] == "address")
+        assert r["ready"] and address["at"] >= 2, r
+    assert identity(status(lab)) == before
+
     # 5. A guest that never gets an address: the wait ends within its timeout, naming it
     # and each condition it was waiting for, with what was seen.
     lab.spec("lab.yaml", lab_spec(lab, guest_images["acpi"], with_deaf=True))
