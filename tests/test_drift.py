@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import jsonschema
@@ -325,3 +326,22 @@ def test_networks_are_created_with_ownership_and_nat_only_planned(lab):
     (lab.specs / "net.yaml").unlink()
     lab.cli("apply", "--prune", check=0)
     assert lab.conn.networkLookupByName(net).isActive()
+
+
+def test_an_exported_boot_order_naming_missing_devices_is_left_out_so_the_spec_validates(lab):
+    name = lab.dom("bootless")
+    lab.conn.defineXML(f"<domain type='qemu'><name>{name}</name><memory unit='MiB'>64</memory>"
+                       "<os><type arch='x86_64'>hvm</type><boot dev='cdrom'/><boot dev='hd'/></os>"
+                       "<devices></devices></domain>")
+    export = subprocess.run([str(REPO / ".venv" / "bin" / "python"), "-m", "reconcile", "export", "--project",
+                             lab.name, name], capture_output=True, text=True, cwd=REPO,
+                            env={"LIBVIRT_DEFAULT_URI": "qemu:///system", "PATH": "/usr/bin:/bin"})
+    assert export.returncode == 0, export.stderr
+    assert "boot:" not in export.stdout
+    lab.spec("exported.yaml", export.stdout)
+    valid = lab.cli("validate")
+    assert valid.returncode == 0, valid.stdout + valid.stderr
+    lab.cli("apply", "--adopt", check=0)
+    lab.cli("plan", "--detailed-exitcode", check=0)
+    os_el = ET.fromstring(lab.conn.lookupByName(name).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)).find("os")
+    assert [b.get("dev") for b in os_el.findall("boot")] == ["cdrom", "hd"]  # left as it was

@@ -39,8 +39,6 @@ def export_domain(observed: Observed, name: str) -> dict[str, Any]:
     out["vcpus"] = e["vcpus"]
     if e.get("max_vcpus") not in (None, e["vcpus"]):
         out["max_vcpus"] = e["max_vcpus"]
-    if e.get("boot"):
-        out["boot"] = list(e["boot"])
     disks = []
     for target, d in e.get("disks", {}).items():
         if d.get("pool") is None:
@@ -74,6 +72,11 @@ def export_domain(observed: Observed, name: str) -> dict[str, Any]:
             iface["model"] = n["model"]
         interfaces.append(iface)
     out["interfaces"] = interfaces
+    # A boot order that names a device the domain lacks (libvirt keeps <boot dev='cdrom'/>
+    # without a cdrom) is not one a spec may state: it is left out, so left as it is.
+    holders = {"hd": disks, "cdrom": cdroms, "network": interfaces}
+    if e.get("boot") and all(holders.get(dev) for dev in e["boot"]):
+        out["boot"] = list(e["boot"])
     g = e.get("graphics") or {}
     if g:
         out["graphics"] = {k: g[k] for k in ("type", "listen", "port") if g.get(k) is not None}
