@@ -78,6 +78,14 @@ def test_rebuild_names_what_it_cannot_find(spec_dir):
         in unknown.stderr
     nothing = cli("rebuild", "-c", "test:///default", "no-such-dir")
     assert nothing.returncode == 1 and "none of no-such-dir is a spec file or directory" in nothing.stderr
+    # The specs in a directory named like their domain: `rebuild DIR` must not take the
+    # domain's name for the path and rebuild everything.
+    here = spec_dir.parent / "clash"
+    (here / "rctest-edges-a").mkdir(parents=True)
+    (here / "rctest-edges-a" / "a.yaml").write_text((spec_dir / "a.yaml").read_text())
+    clash = subprocess.run([sys.executable, "-m", "reconcile", "rebuild", "-c", "test:///default", "rctest-edges-a"],
+                           cwd=here, capture_output=True, text=True, timeout=60, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert clash.returncode == 1 and "'rctest-edges-a' is both a file or directory here and a domain" in clash.stderr
     absent = cli("rebuild", "-c", "test:///default", str(spec_dir), "rctest-edges-a")
     assert absent.returncode == 1
     assert "! refuse domain rctest-edges-a: not on the host: `reconcile apply` creates it" in absent.stdout

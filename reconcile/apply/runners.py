@@ -11,8 +11,8 @@ from typing import NamedTuple, Protocol
 from ..codec import seed
 from ..model import DEFAULT_STOP_TIMEOUT, Action, ActionKind, HostEntry, ImageHead, Status
 from ..model.steps import (CreateVolume, DefineDomain, DeleteVolume, EnsureNetwork, EnsurePool, GrowVolume,
-                           ImportImage, LiveChange, MarkReset, OverlayBase, RecreateVolume, ReplaceVolume, StartDomain,
-                           Step, StopDomain, UndefineDomain, UpdateNetworkHosts, WriteSeed)
+                           ImportImage, LiveChange, OverlayBase, RecreateVolume, ReplaceVolume, StartDomain,
+                           Step, StopDomain, UndefineDomain, UpdateNetworkHosts, WriteRecord, WriteSeed)
 from . import sources
 
 
@@ -113,9 +113,9 @@ def _recreate_volume(host: Host, action: Action, step: RecreateVolume, force: bo
     return Done(Status.APPLIED, "fresh overlay" if step.backing else "created empty")
 
 
-def _mark_reset(host: Host, action: Action, step: MarkReset, force: bool) -> Done:
+def _write_record(host: Host, action: Action, step: WriteRecord, force: bool) -> Done:
     host.set_owner(action.name, step.owner_xml)
-    return Done(Status.APPLIED, "recorded as begun")
+    return Done(Status.APPLIED, "recorded as begun" if action.kind is ActionKind.RESET else "recorded as done")
 
 
 def _write_seed(host: Host, action: Action, step: WriteSeed, force: bool) -> Done:
@@ -159,7 +159,7 @@ RUNNERS: dict[type[Step], Callable[[Host, Action, Step, bool], Done]] = {
     EnsurePool: _pool, EnsureNetwork: _network, UpdateNetworkHosts: _network_hosts, ImportImage: _image, CreateVolume: _create_volume,
     GrowVolume: _grow_volume, DeleteVolume: _delete_volume, ReplaceVolume: _delete_volume, WriteSeed: _write_seed,
     DefineDomain: _define, StartDomain: _start, StopDomain: _stop, UndefineDomain: _undefine,
-    RecreateVolume: _recreate_volume, MarkReset: _mark_reset,
+    RecreateVolume: _recreate_volume, WriteRecord: _write_record,
 }
 
 

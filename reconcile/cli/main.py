@@ -103,7 +103,7 @@ def run(args: argparse.Namespace, console: Output) -> int:
             args.paths, args.names = split_names(args.paths)
         desired = specs.load(args.paths, project=args.project)
         if args.command == "rebuild":
-            check_names(args.names, desired)
+            check_names(args.names, args.paths, desired)
         if args.command in LAB_COMMANDS:
             from .lab import run_lab
 
@@ -124,10 +124,16 @@ def split_names(arguments: list[str]) -> tuple[list[str], tuple[str, ...]]:
     return paths, tuple(a for a in arguments if not os.path.exists(a))
 
 
-def check_names(names: tuple[str, ...], desired) -> None:
+def check_names(names: tuple[str, ...], paths: list[str], desired) -> None:
+    """Every name is a domain of the specs, and no path given is also one: a file named
+    like a domain in the working directory would silently widen the rebuild to all."""
     from ..spec.formats import closest
 
     known = [d.name for d in desired.domains]
+    for path in paths:
+        if path in known:
+            raise ReconcileError(f"{path!r} is both a file or directory here and a domain the specs name; write "
+                                 f"./{path} for the path, or run from another directory to mean the domain")
     for name in names:
         if name not in known:
             close = closest(name, known)

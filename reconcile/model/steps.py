@@ -140,9 +140,10 @@ class StopDomain(Step):
 
 
 @dataclass(frozen=True)
-class MarkReset(Step):
-    """Write reconcile's metadata record of a domain as given: a rebuild begun (before
-    anything is reset), so that a run that dies half-way is finished by the next one."""
+class WriteRecord(Step):
+    """Write reconcile's metadata record of a domain as given, and nothing else of it: a
+    rebuild begun (before anything is reset, so that a run that dies half-way is finished
+    by the next one), or done."""
 
     owner_xml: str = field(repr=False)
 

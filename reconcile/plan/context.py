@@ -3,6 +3,7 @@ of a long list of parameters, and its findings as a value instead of lists passe
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -82,15 +83,26 @@ class Context:
 
 def in_order(actions: list[Action], key) -> tuple[Action, ...]:
     """`actions` sorted by `key`, then moved only as far as needed for each to come after
-    what it depends on (a rebuild's redefinition after its disks), so a plan reads in the
-    order it runs."""
-    pending = sorted(actions, key=key)
-    ids = {a.id for a in pending}
-    done: set[str] = set()
+    what it depends on (a rebuild's record of the reset done after its disks), so a plan
+    reads in the order it runs: of the actions whose dependencies are listed, the first by
+    `key` comes next. A cycle (never planned) keeps the sorted order."""
+    ordered = sorted(actions, key=key)
+    position = {a.id: i for i, a in enumerate(ordered)}
+    waiting = [sum(1 for d in set(a.depends_on) if d in position) for a in ordered]
+    dependents: dict[str, list[int]] = {}
+    for i, a in enumerate(ordered):
+        for d in set(a.depends_on):
+            if d in position:
+                dependents.setdefault(d, []).append(i)
+    ready = [i for i, n in enumerate(waiting) if n == 0]
+    heapq.heapify(ready)
     out: list[Action] = []
-    while pending:
-        i = next((i for i, a in enumerate(pending) if all(d in done or d not in ids for d in a.depends_on)), 0)
-        action = pending.pop(i)  # a cycle (never planned) keeps the sorted order
-        out.append(action)
-        done.add(action.id)
-    return tuple(out)
+    while ready:
+        i = heapq.heappop(ready)
+        out.append(ordered[i])
+        for j in dependents.get(ordered[i].id, ()):
+            waiting[j] -= 1
+            if waiting[j] == 0:
+                heapq.heappush(ready, j)
+    listed = {a.id for a in out}
+    return tuple(out) + tuple(a for a in ordered if a.id not in listed)

@@ -5,14 +5,15 @@ without a base; it replaces each overlay by a fresh one on its base (instant: no
 copied), rebuilds the seed with a new instance-id (cloud-init then runs as on a first boot),
 and starts the domain again if it ran. In this order, for crash safety:
 
-1. record the reset as begun in the domain's metadata (`MarkReset`), with whether it ran:
+1. record the reset as begun in the domain's metadata (`WriteRecord`), with whether it ran:
    a run killed after this point leaves a domain that says so, and the next `rebuild` or
    `apply` finishes the reset (and starts it if it ran) instead of taking half-reset disks
    as they are;
 2. stop (its stop_timeout, then forced);
 3. the fresh disks and the seed, at once;
-4. redefine the domain with its record saying the reset is done (its generation counted;
-   the mark stays, done, when a start is to follow);
+4. the domain's record says the reset is done (its generation counted; the mark stays,
+   done, when a start is to follow); nothing else of its definition changes, so a spec
+   edited since the last apply is still apply's to plan, with its checks;
 5. start it, if it ran (or `--start`); the start clears the mark.
 
 A domain killed before step 1 is as it was; one killed after it is finished by the next
@@ -29,11 +30,9 @@ from ..codec import ownership
 from ..model import (Action, ActionKind, Change, Desired, DomainSpec, Note, NoteKind, Observed, ObservedDomain, Plan,
                      ResourceKind, State)
 from ..model.observed import ResetMark
-from ..model.steps import MarkReset, OverlayBase, RecreateVolume, StartDomain, StopDomain, WriteSeed
-from .classes import canonical
+from ..model.steps import OverlayBase, RecreateVolume, StartDomain, StopDomain, WriteRecord, WriteSeed
 from .context import Context, Options, Planned, Waits, in_order, joined, noted
 from .disks import base_of
-from .record import define_payload, owner_of
 
 _PHASE = {(ResourceKind.DOMAIN, ActionKind.RESET): 0, (ResourceKind.DOMAIN, ActionKind.STOP): 1,
           (ResourceKind.VOLUME, ActionKind.RESET): 2, (ResourceKind.DOMAIN, ActionKind.UPDATE): 3,
@@ -74,22 +73,18 @@ def _one(spec: DomainSpec, ctx: Context, start: bool, explicit: bool) -> Planned
 def plan_reset(spec: DomainSpec, ctx: Context, have: ObservedDomain, generation: int, start: bool,
                why: str) -> Planned:
     """The reset of one domain to `generation` (see the module's docstring)."""
-    volumes = ctx.observed.volumes
-    missing = [f"disk {d.target}: its base {d.backing} is not on the host" for d in spec.disks
-               if d.resets and d.backing is not None and d.backing.kind != "path"
-               and (d.backing.pool, d.backing.name) not in volumes]
-    missing += [f"disk {d.target}: volume {d.pool}/{d.volume} is not on the host" for d in spec.disks
-                if not d.resets and (d.pool, d.volume) not in volumes]
-    if missing:
-        return noted(Note(ResourceKind.DOMAIN, spec.name, "; ".join(missing) + "; run `reconcile apply` first",
+    refused = _unready(spec, ctx)
+    if refused:
+        return noted(Note(ResourceKind.DOMAIN, spec.name, "; ".join(refused) + "; run `reconcile apply` first",
                           NoteKind.REFUSED))
     name = spec.name
     before = spec.seed.at_generation(have.ownership.rebuilds) if spec.seed else None
+    after = spec.seed.at_generation(generation) if spec.seed else None
     marked = dataclasses.replace(have.ownership, reset=ResetMark(generation, start))
     mark = Action(ActionKind.RESET, ResourceKind.DOMAIN, name,
                   f"{why}: recorded in the domain before anything else, so a run cut short is finished by the next",
                   changes=(Change(("rebuilds",), have.ownership.rebuilds, generation),),
-                  payload=MarkReset(ownership.owner_xml(marked, before.instance_id if before else None)))
+                  payload=WriteRecord(ownership.owner_xml(marked, before.instance_id if before else None)))
     actions: list[Action] = [mark]
     after_stop: tuple[str, ...] = (mark.id,)
     if have.running:
@@ -98,37 +93,77 @@ def plan_reset(spec: DomainSpec, ctx: Context, have: ObservedDomain, generation:
                       payload=StopDomain(spec.stop_timeout))
         actions.append(stop)
         after_stop = (stop.id,)
-    fresh = []
-    for d in spec.disks:
-        if not d.resets:
-            continue
-        base = base_of(d, ctx)
-        label = f"{d.pool}/{d.volume}"
-        what = f"fresh overlay on {base.path}" if base else "created empty again (rebuild: recreate; its data is lost)"
-        fresh.append(Action(ActionKind.RESET, ResourceKind.VOLUME, label, f"disk {d.target} of {name}: {what}",
-                            depends_on=after_stop,
-                            payload=RecreateVolume(d.pool, d.volume, d.size if d.size is not None or base is None
-                                                   else base.capacity or None, d.format,
-                                                   OverlayBase(base.path, base.format) if base else None)))
-    spec = dataclasses.replace(spec, seed=spec.seed.at_generation(generation)) if spec.seed else spec
-    if spec.seed:
-        fresh.append(Action(ActionKind.RESET, ResourceKind.VOLUME, f"{spec.seed.pool}/{spec.seed.volume}",
+    fresh, notes = _fresh_disks(spec, ctx, have, after_stop)
+    if after is not None:
+        fresh.append(Action(ActionKind.RESET, ResourceKind.VOLUME, f"{after.pool}/{after.volume}",
                             f"cloud-init seed of {name}: a new instance-id, so cloud-init runs as on a first boot",
-                            changes=(Change(("instance-id",), before.instance_id, spec.seed.instance_id),),
-                            depends_on=after_stop, payload=WriteSeed(spec.seed.pool, spec.seed.volume, spec.seed.files)))
+                            changes=(Change(("instance-id",), before.instance_id, after.instance_id),),
+                            depends_on=after_stop, payload=WriteSeed(after.pool, after.volume, after.files)))
     actions += fresh
-    previously_owned = {(v.pool, v.name) for v in have.ownership.volumes}
-    want = canonical(spec, ctx.observed, have.essence)
-    owner = owner_of(spec, ctx, want, previously_owned, generation)
-    if start:  # the mark stays, done, until the start clears it: a run cut short in between still starts it
-        owner = dataclasses.replace(owner, reset=ResetMark(generation, True))
+    # Only the record changes: what the spec says beyond the reset is apply's to plan, with
+    # its own checks (a format change of a kept disk, a recreate), not a rebuild's.
+    applied = dict(have.ownership.applied or {})
+    if after is not None and "cloud_init" in applied:
+        applied["cloud_init"] = {"instance_id": after.instance_id}
+    done = dataclasses.replace(have.ownership, rebuilds=generation, applied=applied or None,
+                               # the mark stays, done, until the start clears it: a run cut short between still starts it
+                               reset=ResetMark(generation, True) if start else None)
     finish = Action(ActionKind.UPDATE, ResourceKind.DOMAIN, name,
                     f"{why}: done, recorded as rebuild {generation}; definition, UUID and MACs kept",
                     depends_on=after_stop + tuple(a.id for a in fresh),
-                    payload=define_payload(spec, owner, have.uuid, have.xml, ctx, (), State.STOPPED))
+                    payload=WriteRecord(ownership.owner_xml(done, after.instance_id if after else None)))
     actions.append(finish)
     if start:
         actions.append(Action(ActionKind.START, ResourceKind.DOMAIN, name, f"{why}: start again, as at its first boot",
                               changes=(Change(("state",), "stopped", "running"),), depends_on=(finish.id,),
                               payload=StartDomain()))
-    return Planned(tuple(actions))
+    return Planned(tuple(actions), notes=tuple(notes))
+
+
+def _unready(spec: DomainSpec, ctx: Context) -> list[str]:
+    """What keeps a domain from being reset: a base that is missing, refused or an import
+    never finished; a disk that is kept but not there."""
+    out = []
+    for d in spec.disks:
+        if not d.resets:
+            if (d.pool, d.volume) not in ctx.observed.volumes:
+                out.append(f"disk {d.target}: volume {d.pool}/{d.volume} is not on the host")
+            continue
+        base = base_of(d, ctx)
+        if base is None:
+            continue
+        if base.missing:
+            out.append(f"disk {d.target}: {base.missing}")
+        elif d.backing.kind != "path" and base.wait is None:
+            vol = ctx.observed.volumes.get((d.backing.pool, d.backing.name))
+            if vol is None:
+                out.append(f"disk {d.target}: its base {d.backing} is not on the host")
+            elif vol.head is not None and vol.head.unfinished:
+                out.append(f"disk {d.target}: its base {d.backing} is an import that never finished")
+    return out
+
+
+def _fresh_disks(spec: DomainSpec, ctx: Context, have: ObservedDomain,
+                 after_stop: tuple[str, ...]) -> tuple[list[Action], list[Note]]:
+    """A fresh volume for each disk that resets and is the domain's own: one reconcile did
+    not create for it, or that another domain also has, is used as it is and never replaced."""
+    owned = {(v.pool, v.name) for v in have.ownership.volumes}
+    actions, notes = [], []
+    for d in spec.disks:
+        if not d.resets:
+            continue
+        key, label = (d.pool, d.volume), f"{d.pool}/{d.volume}"
+        others = [o for o in ctx.observed.attached.get(key, ()) if o != spec.name]
+        if key not in owned or others:
+            whose = f"also a disk of {', '.join(others)}" if others else "not created by reconcile for this domain"
+            notes.append(Note(ResourceKind.VOLUME, label, f"disk {d.target} of {spec.name}: {whose}, so a rebuild "
+                                                          "keeps it as it is", NoteKind.WARNING))
+            continue
+        base = base_of(d, ctx)
+        what = f"fresh overlay on {base.path}" if base else "created empty again (rebuild: recreate; its data is lost)"
+        size = d.size if d.size is not None or base is None else base.capacity or None
+        actions.append(Action(ActionKind.RESET, ResourceKind.VOLUME, label, f"disk {d.target} of {spec.name}: {what}",
+                              depends_on=after_stop + ((base.wait,) if base and base.wait else ()),
+                              payload=RecreateVolume(d.pool, d.volume, size, d.format,
+                                                     OverlayBase(base.path, base.format) if base else None)))
+    return actions, notes
