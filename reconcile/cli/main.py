@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import gc
 import json
+import os
 import sys
 import traceback
 from collections.abc import Callable, Iterator, Sequence
@@ -115,8 +116,6 @@ def run(args: argparse.Namespace, console: Output) -> int:
 
 def split_names(arguments: list[str]) -> tuple[list[str], tuple[str, ...]]:
     """`rebuild PATHS... [NAME...]`: what exists on disk is a spec path, the rest domain names."""
-    import os
-
     paths = [a for a in arguments if os.path.exists(a)]
     if not paths:
         raise ReconcileError(f"none of {' '.join(arguments)} is a spec file or directory; expected "

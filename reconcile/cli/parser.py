@@ -80,7 +80,6 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         p.add_argument("--prune", action="store_true", help="include removing managed domains no spec mentions")
     if a:
         a.add_argument("--prune", action="store_true", help="remove managed domains of this project that no spec mentions")
-        a.add_argument("--dry-run", action="store_true", help="plan only; change nothing")
     for sp in filter(None, (p, a)):
         sp.add_argument("--prune-all", action="store_true",
                         help="with --prune: also prune domains made from files this run was not given, even if "
@@ -93,13 +92,14 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                         help="allow identity-level changes (type, arch, disk format); a replaced disk loses its data")
     if r:
         r.add_argument("--start", action="store_true", help="start the rebuilt domains that were stopped too")
-        r.add_argument("--dry-run", action="store_true", help="plan only; change nothing")
     for sp in filter(None, (a, r)):
+        sp.add_argument("--dry-run", action="store_true", help="plan only; change nothing")
         sp.add_argument("--wait", action="store_true",
                         help="then wait until every domain it starts is ready (its ready: conditions; by default an "
                              "address on a DHCP network), each from its start")
     for sp in filter(None, (a, r, built.get("wait"))):
-        sp.add_argument("--wait-timeout", type=_seconds, default=DEFAULT_WAIT_TIMEOUT, metavar="SECONDS",
+        # None until given, so that a timeout without --wait can be told apart from the default
+        sp.add_argument("--wait-timeout", type=_seconds, default=None, metavar="SECONDS",
                         help=f"how long each domain may take to be ready (default: {DEFAULT_WAIT_TIMEOUT:g})")
     if built.get("inventory"):
         built["inventory"].add_argument("--list", action="store_true",
@@ -179,8 +179,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
     if args.command in ("apply", "rebuild"):
         if args.wait and args.dry_run:
             sub.error("--wait: a --dry-run starts nothing to wait for")
-        if not args.wait and "--wait-timeout" in {a.split("=", 1)[0] for a in argv}:
+        if not args.wait and args.wait_timeout is not None:
             sub.error(f"--wait-timeout: {args.command} waits only with --wait")
+    if "wait_timeout" in vars(args) and args.wait_timeout is None:
+        args.wait_timeout = DEFAULT_WAIT_TIMEOUT
     return args
 
 

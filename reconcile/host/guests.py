@@ -16,6 +16,7 @@ from collections.abc import Iterable
 import libvirt
 
 from ..codec import guest as guestxml
+from ..codec import network as netxml
 from ..errors import HostError
 from ..model import Address, AddressSource, Guest, Nic, one_line
 from .connection import Connection
@@ -89,7 +90,7 @@ class Guests(Connection):
                     unread[name] = f"network {name} does not exist"
                     continue
                 with wrapped(f"read the DHCP leases of network {name}"):
-                    if "<dhcp" in net.XMLDesc(0):
+                    if netxml.essence_of(net.XMLDesc(0)).get("dhcp_start"):
                         dhcp.add(name)
                     leases = net.DHCPLeases() if net.isActive() else []
             except HostError as exc:

@@ -88,21 +88,23 @@ def in_order(actions: list[Action], key) -> tuple[Action, ...]:
     `key` comes next. A cycle (never planned) keeps the sorted order."""
     ordered = sorted(actions, key=key)
     position = {a.id: i for i, a in enumerate(ordered)}
-    waiting = [sum(1 for d in set(a.depends_on) if d in position) for a in ordered]
-    dependents: dict[str, list[int]] = {}
-    for i, a in enumerate(ordered):
-        for d in set(a.depends_on):
-            if d in position:
-                dependents.setdefault(d, []).append(i)
+    deps = [{position[d] for d in a.depends_on if d in position} for a in ordered]
+    if all(j < i for i, ds in enumerate(deps) for j in ds):
+        return tuple(ordered)  # the usual case: the sorted order already runs forwards
+    waiting = [len(ds) for ds in deps]
+    dependents: list[list[int]] = [[] for _ in ordered]
+    for i, ds in enumerate(deps):
+        for j in ds:
+            dependents[j].append(i)
     ready = [i for i, n in enumerate(waiting) if n == 0]
     heapq.heapify(ready)
-    out: list[Action] = []
+    out: list[int] = []
     while ready:
         i = heapq.heappop(ready)
-        out.append(ordered[i])
-        for j in dependents.get(ordered[i].id, ()):
+        out.append(i)
+        for j in dependents[i]:
             waiting[j] -= 1
             if waiting[j] == 0:
                 heapq.heappush(ready, j)
-    listed = {a.id for a in out}
-    return tuple(out) + tuple(a for a in ordered if a.id not in listed)
+    listed = set(out)
+    return tuple(ordered[i] for i in out) + tuple(a for i, a in enumerate(ordered) if i not in listed)
