@@ -5,16 +5,18 @@ Each round kills `apply` at one more point of its work (see tests/kill_at.py: th
 the end of every call that changes the host, counted across worker threads), runs `apply`
 again and checks the host: every domain once, running, with its volume; every volume in
 the pool recorded as owned by its domain; no "already exists"; a plan with nothing to do.
-Then the same for `destroy`, and for `rebuild` (finished by the next `rebuild` or, in
-turn, by an `apply`). The killed run also leaves its lock behind, which the next run must
+Then the same for `destroy`, for `rebuild` (finished by the next `rebuild` or, in turn,
+by an `apply`), and for a rebuild that imports a changed image as a new version. The killed run also leaves its lock behind, which the next run must
 recognise as stale.
 """
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import libvirt
 import pytest
@@ -118,7 +120,7 @@ def test_a_rebuild_killed_anywhere_is_finished_by_the_next_rebuild_or_apply(lab)
     lab.cli("apply", check=0)
     uuids = {n: lab.conn.lookupByName(n).UUIDString() for n in names}
     volumes = {f"{n}-{v}" for n in names for v in ("vda.qcow2", "data.qcow2", "scratch.qcow2", "cidata.iso")}
-    volumes.add(f"{lab.name}-base.qcow2")
+    volumes |= {f"{lab.name}-base.qcow2", f"{lab.name}-base.qcow2.reconcile.json"}
     generation = 0
     # Every fourth point and the last, each run finished alternately by rebuild and by apply.
     for round_, point in enumerate(sorted(set(range(0, REBUILD_POINTS, 4)) | {REBUILD_POINTS - 1})):
@@ -143,3 +145,50 @@ def test_a_rebuild_killed_anywhere_is_finished_by_the_next_rebuild_or_apply(lab)
         generation = min(counts)
         plan = lab.cli("plan", "--detailed-exitcode")
         assert plan.returncode == 0, context + plan.stdout
+
+
+def _backing(path) -> str | None:
+    out = subprocess.run(["qemu-img", "info", "-U", "--output=json", str(path)], check=True, capture_output=True,
+                         text=True)
+    return json.loads(out.stdout).get("backing-filename")
+
+
+def test_a_refresh_killed_anywhere_never_leaves_an_overlay_without_its_base(lab):
+    """Each round changes the image's source and kills `rebuild --refresh-images` at one
+    point of its work (the new version's upload, its record, the resets, the old version's
+    deletion); the next run finishes it. Never an overlay whose base is gone, never a
+    version left that nothing needs once a rebuild has finished."""
+    names = [lab.dom(f"v{i}") for i in range(2)]
+    src = lab.pool_path.parent / f"{lab.name}-src.qcow2"
+    image = f"{lab.name}-img.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(src), "16M"], check=True)
+    lab.spec("refresh.yaml", f"images:\n  - {{name: {image}, pool: {lab.pool}, source: {src}, refresh: true}}\n"
+             "domains:\n" + "".join(f"  - {{name: {n}, type: {DOMAIN_TYPE}, memory: 64MiB, state: stopped, "
+                                    f"disks: [{{pool: {lab.pool}, backing: {image}}}]}}\n" for n in names))
+    lab.cli("apply", check=0)
+    overlays = [lab.pool_path / f"{n}-vda.qcow2" for n in names]
+    # upload, record, then per domain mark, delete and create, record done; the old version's deletion
+    points = 2 * (2 + 4 * len(names) + 1)
+    for round_, point in enumerate(range(points)):
+        subprocess.run(["qemu-io", "-f", "qcow2", "-c", f"write -P {round_ + 1} 0 64k", str(src)], check=True,
+                       capture_output=True)
+        killed = kill_at(point, "rebuild", str(lab.specs), "-o", "json")
+        assert killed.returncode == -9, f"refresh point {point} was not reached:\n{killed.stdout}\n{killed.stderr}"
+        for overlay in overlays:  # one being made anew may be missing: its domain's mark says so
+            if overlay.exists():
+                assert Path(_backing(overlay)).exists(), f"point {point}: {overlay.name} lost its base"
+        finisher = "rebuild" if round_ % 2 == 0 else "apply"
+        again = lab.cli(finisher)
+        context = f"refresh killed at point {point}, finished by {finisher}:\n{again.stdout}\n{again.stderr}"
+        assert again.returncode == 0, context
+        assert "Traceback" not in again.stderr, context
+        bases = {_backing(o) for o in overlays}
+        assert all(Path(b).exists() for b in bases), context
+        versions = {v for v in lab.volume_names() if v.startswith(image) and not v.endswith(".reconcile.json")}
+        current = json.loads((lab.pool_path / f"{image}.reconcile.json").read_text())["current"]
+        assert current in versions, context
+        if finisher == "rebuild":
+            # finished: every overlay on the newest version, and nothing else kept
+            assert bases == {str(lab.pool_path / current)}, context
+            assert versions == {current}, context
+        lab.cli("plan", "--detailed-exitcode", check=0)

@@ -51,7 +51,8 @@ def stat_of(path: Path) -> tuple[int, int]:
 
 
 class Served:
-    """A directory served over http on 127.0.0.1 by a thread; counts the GETs it answers.
+    """A directory served over http on 127.0.0.1 by a thread; counts the GETs (and HEADs)
+    it answers.
 
     With `stall_after`, a download sends that many bytes and then waits (at most a minute)
     until `release` is set, the way a slow mirror does.
@@ -59,6 +60,7 @@ class Served:
 
     def __init__(self, root: Path, stall_after: int | None = None):
         self.gets = 0
+        self.heads = 0
         self.auth: list[str | None] = []
         self.release = threading.Event()
         served = self
@@ -79,6 +81,10 @@ class Served:
                 self.wfile.write(data[:stall_after])
                 self.wfile.flush()
                 served.release.wait(60)
+
+            def do_HEAD(self):  # noqa: N802
+                served.heads += 1
+                return super().do_HEAD()
 
             def log_message(self, *args):
                 pass
@@ -352,8 +358,9 @@ def test_kept_disk_survives_destroy_and_is_attached_again(lab, tmp_path):
     out = lab.cli("destroy", check=0)
     assert f"keeps {lab.pool}/{name}-data.qcow2" in out.stdout
     assert lab.domain_names() == set()
-    # the image and the kept disk stay; the overlay and the seed, made for the domain, go
-    assert lab.volume_names() == {f"{lab.name}-base.qcow2", f"{name}-data.qcow2"}
+    # the image (with its record) and the kept disk stay; the overlay and the seed, made for the domain, go
+    assert lab.volume_names() == {f"{lab.name}-base.qcow2", f"{lab.name}-base.qcow2.reconcile.json",
+                                  f"{name}-data.qcow2"}
 
     again = lab.cli("apply", check=0)
     assert f"+ create volume {lab.pool}/{name}-vda.qcow2" in again.stdout

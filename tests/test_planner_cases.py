@@ -7,8 +7,10 @@ expected plan: actions as `GLYPH resource name`, changes, reasons and dependenci
 action, and notes (matched by substring). A volume's `head:` is what its first bytes say
 (format, virtual_size, backing, backing_format), as observe reads it; `attached:` maps
 `pool/volume` to the domains (of any project) that have it as a disk; `networks:` lists the
-host's networks (essence, owner project, DHCP `hosts`). `rebuild: {names, start}` plans a
-rebuild instead of an apply; an ownership may give `rebuilds` and an unfinished `reset`
+host's networks (essence, owner project, DHCP `hosts`); `images:` the images' records
+(`{pool, name, current, stamp}`). `rebuild: {names, start, refresh}` plans a rebuild instead
+of an apply, `refresh` mapping an image's name to what its source says now (a stamp, or the
+error its check gave); an ownership may give `rebuilds` and an unfinished `reset`
 (`{generation, start}`). Adding a scenario is adding a file.
 """
 
@@ -24,7 +26,7 @@ import yaml
 from reconcile import plan as planner
 from reconcile.codec import seed
 from reconcile import spec as specs
-from reconcile.model import ImageHead
+from reconcile.model import ImageHead, ImageRecord, SourceStamp
 from reconcile.model import (HostEntry, Observed, ObservedDomain, ObservedNetwork, ObservedPool, ObservedSeed,
                              ObservedVolume, Ownership, VolumeRef)
 from reconcile.cli.render import change_line, change_text, dumps, plan_json, plan_text
@@ -95,8 +97,10 @@ def observed_from(data: dict, desired) -> Observed:
                                            n.get("essence", {"mode": "isolated"}), n.get("owner"),
                                            tuple(sorted(HostEntry(**h) for h in n.get("hosts", []))))
                 for n in data.get("networks", [])}
+    images = {(i["pool"], i["name"]): ImageRecord(i["current"], SourceStamp(**i["stamp"]))
+              for i in data.get("images", [])}
     return Observed(uri="test:///plain", domains=domains, pools=pools, volumes=volumes, seeds=seeds,
-                    machine_aliases=aliases, attached=attached, networks=networks)
+                    machine_aliases=aliases, attached=attached, networks=networks, images=images)
 
 
 @pytest.mark.parametrize("case_file", CASES, ids=[c.stem for c in CASES])
@@ -113,8 +117,10 @@ def test_planner_case(case_file: Path, tmp_path: Path) -> None:
         if case.get("destroy"):
             return planner.plan_destroy(desired, observed)
         if "rebuild" in case:  # `rebuild: {names: [...], start: bool}`
+            refresh = {name: stamp if isinstance(stamp, str) else SourceStamp(**stamp)
+                       for name, stamp in (case["rebuild"].get("refresh") or {}).items()}
             return planner.plan_rebuild(desired, observed, tuple(case["rebuild"].get("names", ())),
-                                        start=case["rebuild"].get("start", False))
+                                        start=case["rebuild"].get("start", False), refresh=refresh)
         return planner.plan(desired, observed, options=options)
 
     plan = make()

@@ -8,11 +8,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NamedTuple, Protocol
 
-from ..codec import seed
-from ..model import DEFAULT_STOP_TIMEOUT, Action, ActionKind, HostEntry, ImageHead, Status
-from ..model.steps import (CreateVolume, DefineDomain, DeleteVolume, EnsureNetwork, EnsurePool, GrowVolume,
-                           ImportImage, LiveChange, OverlayBase, RecreateVolume, ReplaceVolume, StartDomain,
-                           Step, StopDomain, UndefineDomain, UpdateNetworkHosts, WriteRecord, WriteSeed)
+from ..codec import imageversions, seed
+from ..model import DEFAULT_STOP_TIMEOUT, Action, ActionKind, HostEntry, ImageHead, ImageRecord, SourceStamp, Status
+from ..model.steps import (CreateVolume, DefineDomain, DeleteVersion, DeleteVolume, EnsureNetwork, EnsurePool,
+                           GrowVolume, ImportImage, LiveChange, OverlayBase, RecordImage, RecreateVolume,
+                           ReplaceVolume, StartDomain, Step, StopDomain, UndefineDomain, UpdateNetworkHosts,
+                           WriteRecord, WriteSeed)
 from . import sources
 
 
@@ -37,6 +38,8 @@ class Host(Protocol):
     def upload_volume(self, pool_name: str, name: str, source, fmt: str) -> bool: ...
     def write_volume(self, pool_name: str, name: str, data: bytes) -> None: ...
     def read_volume(self, pool_name: str, name: str, limit: int) -> bytes | None: ...
+    def write_in_place(self, pool_name: str, name: str, data: bytes) -> None: ...
+    def users_of(self, pool_name: str, name: str, path: str) -> list[str]: ...
 
 
 class Done(NamedTuple):
@@ -85,10 +88,34 @@ def _image(host: Host, action: Action, step: ImportImage, force: bool) -> Done:
         host.delete_volume(step.pool, step.name)
     with sources.ImageSource(step.source, step.sha256) as src:
         changed = host.upload_volume(step.pool, step.name, src, step.format)
-        size = src.done
+        size, stamp = src.done, src.stamp()
+    if changed and step.image:
+        _record(host, step.pool, step.image, step.name, stamp)
     redone = "; the unfinished earlier import was removed first" if head is not None else ""
     return applied(changed, f"{size} bytes" + (", sha256 verified" if step.sha256 else "") + redone,
                    "already imported")
+
+
+def _record(host: Host, pool: str, image: str, current: str, stamp: SourceStamp) -> None:
+    host.write_in_place(pool, imageversions.record_volume(image), imageversions.encode(ImageRecord(current, stamp)))
+
+
+def _record_image(host: Host, action: Action, step: RecordImage, force: bool) -> Done:
+    have = imageversions.decode(host.read_volume(step.pool, step.name, imageversions.MAX_RECORD_BYTES))
+    if have is not None and have.current == step.current:
+        return Done(Status.UNCHANGED, f"already records {step.current}")
+    host.write_in_place(step.pool, step.name, imageversions.encode(ImageRecord(step.current, step.stamp)))
+    return Done(Status.APPLIED, f"current version: {step.current}")
+
+
+def _delete_version(host: Host, action: Action, step: DeleteVersion, force: bool) -> Done:
+    """An old version goes only when nothing on the host is built on it any more: another
+    project may have built an overlay on it since the plan was made."""
+    users = host.users_of(step.pool, step.name, step.path)
+    if users:
+        shown = ", ".join(users[:3]) + (f" and {len(users) - 3} more" if len(users) > 3 else "")
+        return Done(Status.UNCHANGED, f"kept: still the base of {shown}")
+    return applied(host.delete_volume(step.pool, step.name), "no overlay is built on it any more", "already gone")
 
 
 def _create_volume(host: Host, action: Action, step: CreateVolume, force: bool) -> Done:
@@ -159,7 +186,8 @@ RUNNERS: dict[type[Step], Callable[[Host, Action, Step, bool], Done]] = {
     EnsurePool: _pool, EnsureNetwork: _network, UpdateNetworkHosts: _network_hosts, ImportImage: _image, CreateVolume: _create_volume,
     GrowVolume: _grow_volume, DeleteVolume: _delete_volume, ReplaceVolume: _delete_volume, WriteSeed: _write_seed,
     DefineDomain: _define, StartDomain: _start, StopDomain: _stop, UndefineDomain: _undefine,
-    RecreateVolume: _recreate_volume, WriteRecord: _write_record,
+    RecreateVolume: _recreate_volume, WriteRecord: _write_record, RecordImage: _record_image,
+    DeleteVersion: _delete_version,
 }
 
 

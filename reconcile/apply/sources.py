@@ -9,12 +9,13 @@ stream, before the upload is completed, so the caller can abort and leave nothin
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import os
 from typing import BinaryIO
 
 from ..errors import ReconcileError
-from ..model import shown_source
+from ..model import SourceStamp, shown_source
 
 CHUNK = 1024 * 1024
 TIMEOUT = 60  # seconds without data before a download is given up
@@ -35,6 +36,7 @@ class ImageSource:
         self.size: int | None = None
         self.done = 0
         self._fp: BinaryIO | None = None
+        self._mark = SourceStamp()  # what the file or the server says of this version
 
     def __enter__(self) -> ImageSource:
         self.open()
@@ -52,18 +54,8 @@ class ImageSource:
             import urllib.error
             import urllib.request
 
-            # user:password@ in the URL becomes basic authentication (urllib would take it for
-            # part of the host name), and is never shown in a message.
-            parts = urllib.parse.urlsplit(self.location)
-            headers = {"User-Agent": "reconcile"}
-            url = self.location
-            if parts.username is not None:
-                token = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
-                headers["Authorization"] = "Basic " + base64.b64encode(token.encode()).decode()
-                url = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
-            request = urllib.request.Request(url, headers=headers)
             try:
-                response = urllib.request.urlopen(request, timeout=TIMEOUT)  # noqa: S310 (scheme checked above)
+                response = urllib.request.urlopen(_request(self.location), timeout=TIMEOUT)  # noqa: S310 (scheme checked above)
             except urllib.error.HTTPError as exc:
                 raise SourceError(f"download {self.shown}: HTTP {exc.code} {exc.reason}") from exc
             except (urllib.error.URLError, OSError) as exc:
@@ -71,11 +63,14 @@ class ImageSource:
                 raise SourceError(f"download {self.shown}: {reason}") from exc
             length = response.headers.get("Content-Length")
             self.size = int(length) if length and length.isdigit() else None
+            self._mark = _from_headers(response.headers)
             self._fp = response
         else:
             try:
                 self._fp = open(self.location, "rb")  # noqa: SIM115 (closed by close())
-                self.size = os.fstat(self._fp.fileno()).st_size
+                st = os.fstat(self._fp.fileno())
+                self.size = st.st_size
+                self._mark = SourceStamp(size=st.st_size, mtime_ns=st.st_mtime_ns)
             except OSError as exc:
                 raise SourceError(f"read {self.shown}: {exc.strerror or exc}") from exc
 
@@ -96,7 +91,71 @@ class ImageSource:
                               "the image was not imported (check the URL or the checksum)")
         return b""
 
+    def stamp(self) -> SourceStamp:
+        """The stamp of the version read, once it was read whole: recorded beside the image."""
+        return dataclasses.replace(self._mark, size=self.done, sha256=self.digest.hexdigest())
+
     def close(self) -> None:
         if self._fp is not None:
             self._fp.close()
             self._fp = None
+
+
+def _request(location: str, method: str = "GET"):
+    """The request for an http(s) source: user:password@ in the URL becomes basic
+    authentication (urllib would take it for part of the host name), never shown."""
+    import urllib.parse
+    import urllib.request
+
+    parts = urllib.parse.urlsplit(location)
+    headers = {"User-Agent": "reconcile"}
+    url = location
+    if parts.username is not None:
+        token = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
+        headers["Authorization"] = "Basic " + base64.b64encode(token.encode()).decode()
+        url = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+    return urllib.request.Request(url, headers=headers, method=method)
+
+
+def _from_headers(headers) -> SourceStamp:
+    length = headers.get("Content-Length")
+    return SourceStamp(size=int(length) if length and length.isdigit() else None,
+                       etag=headers.get("ETag") or None, last_modified=headers.get("Last-Modified") or None)
+
+
+def probe(location: str, sha256: str | None, known: SourceStamp | None) -> SourceStamp:
+    """What the source is now, reading as little as it can: the sha256 the spec gives; a
+    file's size and modification time, and its content hash only when they differ from
+    `known` (the record of the version imported last); a URL's ETag and Last-Modified, from
+    a HEAD request. Raises SourceError when the source cannot be read, or when a URL says
+    nothing that tells versions apart (then the spec must give its sha256)."""
+    shown = shown_source(location)
+    if sha256:
+        return SourceStamp(sha256=sha256.lower())
+    if "://" not in location:
+        try:
+            st = os.stat(location)
+        except OSError as exc:
+            raise SourceError(f"read {shown}: {exc.strerror or exc}") from exc
+        if known is not None and known.sha256 and (known.size, known.mtime_ns) == (st.st_size, st.st_mtime_ns):
+            return SourceStamp(size=st.st_size, mtime_ns=st.st_mtime_ns, sha256=known.sha256)
+        with ImageSource(location) as src:
+            while src.read():
+                pass
+            return src.stamp()
+    import urllib.error
+    import urllib.request
+
+    if not location.startswith(("http://", "https://")):
+        raise SourceError(f"{shown}: only http and https URLs can be imported")
+    try:
+        with urllib.request.urlopen(_request(location, "HEAD"), timeout=TIMEOUT) as response:  # noqa: S310
+            stamp = _from_headers(response.headers)
+    except urllib.error.HTTPError as exc:
+        raise SourceError(f"check {shown}: HTTP {exc.code} {exc.reason}") from exc
+    except (urllib.error.URLError, OSError) as exc:
+        raise SourceError(f"check {shown}: {getattr(exc, 'reason', exc)}") from exc
+    if not (stamp.etag or stamp.last_modified):
+        raise SourceError(f"{shown}: the server sends neither an ETag nor a Last-Modified, so a change cannot be told "
+                          "without downloading it; give the image's sha256 in the spec")
+    return stamp

@@ -17,6 +17,7 @@ import traceback
 from collections.abc import Callable, Iterator, Sequence
 
 from .. import spec as specs
+from ..apply import sources
 from ..apply.executor import execute
 from ..apply.lock import RunLock, clear_stale
 from ..errors import HostUnavailable, ReconcileError, SpecError
@@ -189,19 +190,38 @@ def act(args: argparse.Namespace, desired, host, console: Output) -> int:
 def make_plan_for(args: argparse.Namespace, desired, host) -> Plan:
     # A rebuild replaces the overlays and seeds: it reads only the bases' first bytes.
     rebuilding = args.command == "rebuild"
-    observed = host.observe(pools=desired.pools_of_interest(), volumes=desired.volumes_of_interest(),
+    refreshed = [i for i in desired.images if i.refresh or getattr(args, "refresh_images", False)] if rebuilding else []
+    # A refresh deletes an old version only when nothing on the host is built on it: every
+    # volume of the host is read then.
+    observed = host.observe(pools=desired.pools_of_interest(),
+                            volumes=None if refreshed else desired.volumes_of_interest(),
                             seeds=set() if rebuilding else desired.seeds_of_interest(),
                             heads=desired.bases_of_interest() if rebuilding else desired.heads_of_interest(),
                             live={d.name for d in desired.domains},
                             machines=any(d.machine for d in desired.domains),
-                            networks=desired.networks_of_interest(), project=desired.project)
+                            networks=desired.networks_of_interest(), project=desired.project,
+                            images={(i.pool, i.name) for i in desired.images})
     if args.command == "destroy":
         return plan_destroy(desired, observed)
     if args.command == "rebuild":
-        return plan_rebuild(desired, observed, args.names, start=args.start)
+        return plan_rebuild(desired, observed, args.names, start=args.start,
+                            refresh=probe_sources(refreshed, observed))
     return make_plan(desired, observed, options=Options(
         prune=args.prune, restart=args.restart, adopt=args.adopt, allow_recreate=args.allow_recreate,
         prune_all=args.prune_all))
+
+
+def probe_sources(images, observed) -> dict:
+    """What each image's source says now (or why it could not be read), reading as little
+    of it as it can: the planner decides from these what to import."""
+    out = {}
+    for image in images:
+        record = observed.images.get((image.pool, image.name))
+        try:
+            out[image.name] = sources.probe(image.source, image.sha256, record.stamp if record else None)
+        except sources.SourceError as exc:
+            out[image.name] = str(exc)
+    return out
 
 
 def show_plan(the_plan: Plan, console: Output) -> None:

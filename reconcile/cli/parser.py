@@ -92,6 +92,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                         help="allow identity-level changes (type, arch, disk format); a replaced disk loses its data")
     if r:
         r.add_argument("--start", action="store_true", help="start the rebuilt domains that were stopped too")
+        r.add_argument("--refresh-images", action="store_true",
+                       help="check the source of every image the rebuilt overlays are built on (as refresh: true "
+                            "does for one) and build them on a new version where it changed")
     for sp in filter(None, (a, r)):
         sp.add_argument("--dry-run", action="store_true", help="plan only; change nothing")
         sp.add_argument("--wait", action="store_true",

@@ -11,12 +11,12 @@ import libvirt
 import xml.etree.ElementTree as ET
 
 from ..codec import domain as domxml
-from ..codec import imagehead, ownership
+from ..codec import imagehead, imageversions, ownership
 from ..codec import network as netxml
 from ..codec import seed
 from ..codec import storage
 from ..model.observed import volume_paths
-from ..model import Observed, ObservedDomain, ObservedNetwork, ObservedPool, ObservedSeed, ObservedVolume
+from ..model import ImageRecord, Observed, ObservedDomain, ObservedNetwork, ObservedPool, ObservedSeed, ObservedVolume
 from .connection import Connection
 from .errors import translate, wrapped
 
@@ -35,6 +35,12 @@ class _Wanted:
     heads: frozenset[tuple[str, str]]
     networks: frozenset[str] | None
     project: str | None
+    images: frozenset[tuple[str, str]] = frozenset()  # whose versions and record are read
+
+    def versioned(self, pool: str, volume: str) -> bool:
+        """Whether a volume is a version or the record of an image of interest."""
+        return any(p == pool and (imageversions.is_version(name, volume) or volume == imageversions.record_volume(name))
+                   for p, name in self.images)
 
     def named(self, domain: str) -> bool:
         return self.live is None or domain in self.live
@@ -60,7 +66,8 @@ class Observing(Connection):
     def observe(self, pools: Iterable[str] = (), volumes: Iterable[tuple[str, str]] | None = (),
                 live: Iterable[str] | None = None, seeds: Iterable[tuple[str, str]] = (),
                 heads: Iterable[tuple[str, str]] = (), machines: bool = True,
-                networks: Iterable[str] | None = None, project: str | None = None) -> Observed:
+                networks: Iterable[str] | None = None, project: str | None = None,
+                images: Iterable[tuple[str, str]] = ()) -> Observed:
         """Read the host. `pools` and `volumes` name what the specs care about beyond domains.
 
         `volumes=None` reads every volume of every active pool (export needs to know which
@@ -75,6 +82,8 @@ class Observing(Connection):
         `live` not None), the domains observed are those in `live` and those the project
         manages: a host shared with other work may hold many more, whose XML is read (it says
         who manages them) but not parsed when it carries no ownership record at all.
+        `images` (pool, name): the images whose versions (`NAME.VERSION`, with their heads)
+        and record of the current one are read too.
 
         The reads go in rounds (the listings; each pool's path and volumes; one XML per
         domain, volume and network), the calls of a round several at a time (see `_reads`);
@@ -83,7 +92,8 @@ class Observing(Connection):
         seeds, heads = frozenset(seeds), frozenset(heads)
         want = _Wanted(pools=frozenset(pools), volumes=frozenset(volumes or ()) | seeds | heads,
                        every_volume=volumes is None, live=None if live is None else frozenset(live), seeds=seeds,
-                       heads=heads, networks=None if networks is None else frozenset(networks), project=project)
+                       heads=heads, networks=None if networks is None else frozenset(networks), project=project,
+                       images=frozenset(images))
         listed = self._list(want, machines)
         observed_pools, vol_objects = self._read_pools(listed, want)
         xml_of = self._read_xml(listed, vol_objects, want)
@@ -92,12 +102,13 @@ class Observing(Connection):
             xml = xml_of[("volume", key)]
             if not _gone(xml, _VOLUME_GONE, f"read volume {key[0]}/{key[1]}"):
                 observed_volumes[key] = storage.observed_volume(key[0], key[1], xml)
-        observed_seeds = self._read_content(vol_objects, observed_volumes, want)
+        observed_seeds, records = self._read_content(vol_objects, observed_volumes, want)
         domains, users = _domains(listed, xml_of, observed_volumes, want)
         return Observed(uri=self.uri, domains=domains, pools=observed_pools, volumes=observed_volumes,
                         networks=_networks(listed, xml_of), seeds=observed_seeds,
                         attached={k: tuple(sorted(v)) for k, v in users.items() if k in observed_volumes},
-                        machine_aliases=domxml.machine_aliases(listed.capabilities) if listed.capabilities else {})
+                        machine_aliases=domxml.machine_aliases(listed.capabilities) if listed.capabilities else {},
+                        images=records)
 
     def _list(self, want: _Wanted, machines: bool) -> _Listing:
         """Round one: the listings."""
@@ -133,7 +144,7 @@ class Observing(Connection):
     def _read_pools(self, listed: _Listing, want: _Wanted) -> tuple[dict[str, ObservedPool], dict]:
         """Round two: the path and the volumes of each pool of interest."""
         every_pool = {p.name() for p in listed.pools}
-        wanted = every_pool if want.every_volume else set(want.pools) | {p for p, _ in want.volumes}
+        wanted = every_pool if want.every_volume else set(want.pools) | {p for p, _ in want.volumes | want.images}
         # a pool to create: its path is checked against all the others' (their volumes are not needed)
         paths = every_pool if not wanted <= every_pool else wanted
         reads: dict[tuple[str, str], tuple] = {}
@@ -155,7 +166,8 @@ class Observing(Connection):
             if what == "volumes" and not _gone(vols, (libvirt.VIR_ERR_NO_STORAGE_POOL,
                                                       libvirt.VIR_ERR_OPERATION_INVALID), f"list volumes of pool {name}"):
                 vol_objects.update(((name, v.name()), v) for v in vols
-                                   if want.every_volume or (name, v.name()) in want.volumes)
+                                   if want.every_volume or (name, v.name()) in want.volumes
+                                   or want.versioned(name, v.name()))
         return observed, vol_objects
 
     def _read_xml(self, listed: _Listing, vol_objects: dict, want: _Wanted) -> dict:
@@ -171,15 +183,22 @@ class Observing(Connection):
         return self._reads(dict(_interleave(vol_calls, others)))
 
     def _read_content(self, vol_objects: dict, volumes: dict[tuple[str, str], ObservedVolume],
-                      want: _Wanted) -> dict[tuple[str, str], ObservedSeed]:
-        """Round four, through streams: the files of seeds (a few dozen KiB each) and the
-        heads of images (a few KiB). Updates `volumes` with the heads read."""
+                      want: _Wanted) -> tuple[dict[tuple[str, str], ObservedSeed], dict[tuple[str, str], ImageRecord]]:
+        """Round four, through streams: the files of seeds (a few dozen KiB each), the
+        heads of images and their versions (a few KiB) and the images' records. Updates
+        `volumes` with the heads read."""
         seeds: dict[tuple[str, str], ObservedSeed] = {}
+        records: dict[tuple[str, str], ImageRecord] = {}
         present = set(volumes)
+        record_of = {(pool, imageversions.record_volume(name)): (pool, name) for pool, name in want.images}
+        heads = want.heads | {key for key in present if key not in record_of and want.versioned(*key)}
         streams = {("seed", key): (self._download, vol_objects[key], volumes[key].capacity, seed.MAX_SEED_BYTES)
                    for key in sorted(want.seeds & present)}
         streams.update({("head", key): (self._download, vol_objects[key], imagehead.HEAD_BYTES, imagehead.HEAD_BYTES)
-                        for key in sorted(want.heads & present)})
+                        for key in sorted(heads & present)})
+        streams.update({("record", key): (self._download, vol_objects[key], volumes[key].capacity,
+                                          imageversions.MAX_RECORD_BYTES)
+                        for key in sorted(set(record_of) & present)})
         # one by one, on this thread: streams interleaved on one connection are where the
         # libvirt client is least proven, and there are a few of them
         for (what, key), data in self._one_by_one(streams).items():
@@ -191,9 +210,13 @@ class Observing(Connection):
             elif what == "seed":
                 files = seed.read_iso(data) if data is not None else None
                 seeds[key] = ObservedSeed(files, seed.instance_id_of(files.get("meta-data", b"")) if files else None)
+            elif what == "record":
+                record = imageversions.decode(data)
+                if record is not None:
+                    records[record_of[key]] = record
             else:
                 volumes[key] = dataclasses.replace(volumes[key], head=imagehead.parse(data))
-        return seeds
+        return seeds, records
 
 
 def _domains(listed: _Listing, xml_of: dict, volumes: dict[tuple[str, str], ObservedVolume],

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 
 import libvirt
 
+from ..codec import domain as domxml
 from ..codec import imagehead
 from ..codec import storage
 from ..errors import Conflict, InvalidRequest, NotFound
@@ -192,6 +194,45 @@ class Storage(Connection):
                 vol.delete(0)
             raise
 
+    def write_in_place(self, pool_name: str, name: str, data: bytes) -> None:
+        """Overwrite a small volume of the same size in one message (an image's record), so
+        that it holds the old content or the new, never none; create it when missing."""
+        vol = self._volume(pool_name, name)
+        if vol is None or vol.info()[1] != len(data):
+            self.write_volume(pool_name, name, data)
+            return
+        self._send(vol, io.BytesIO(data), f"write volume {pool_name}/{name}", offset=0, length=len(data))
+
+    def users_of(self, pool_name: str, name: str, path: str) -> list[str]:
+        """What on the host is built on a volume (its file at `path`): every volume of every
+        active pool whose backing file it is, and every domain with it as a disk. Read whole,
+        whoever manages them: an image version is deleted only when this is empty."""
+        conn = self.conn
+        with wrapped("read the host"):
+            pools = conn.listAllStoragePools(libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE)
+            calls = {}
+            for pool in pools:
+                for vol in _gone_ok(pool.listAllVolumes, 0) or ():
+                    calls[("volume", pool.name(), vol.name())] = (vol.XMLDesc, 0)
+            for dom in conn.listAllDomains(0):
+                calls[("domain", dom.name())] = (dom.XMLDesc, libvirt.VIR_DOMAIN_XML_INACTIVE)
+        users = []
+        for key, xml in self._reads(calls).items():
+            if isinstance(xml, libvirt.libvirtError):
+                continue  # deleted while we looked
+            if key[0] == "volume":
+                vol = storage.observed_volume(key[1], key[2], xml)
+                backing = vol.backing
+                if backing and not backing.startswith("/") and vol.path:  # qemu reads it beside the overlay
+                    backing = os.path.normpath(os.path.join(os.path.dirname(vol.path), backing))
+                if backing == path:
+                    users.append(f"volume {key[1]}/{key[2]}")
+            else:
+                files, volumes = domxml.disk_sources(xml)
+                if path in files or (pool_name, name) in volumes:
+                    users.append(f"domain {key[1]}")
+        return sorted(users)
+
     def read_volume(self, pool_name: str, name: str, limit: int) -> bytes | None:
         """The whole content of a small volume; None if it is missing or larger than `limit`."""
         vol = self._volume(pool_name, name)
@@ -216,3 +257,13 @@ class Storage(Connection):
 
 
 # Reads in flight at once (see LibvirtHost._reads): libvirtd serves at most five calls of
+
+
+def _gone_ok(call, *args):
+    """`call(*args)`, or None for a pool stopped or removed meanwhile."""
+    try:
+        return call(*args)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() in (libvirt.VIR_ERR_NO_STORAGE_POOL, libvirt.VIR_ERR_OPERATION_INVALID):
+            return None
+        raise

@@ -11,7 +11,7 @@ from .desired import (DEFAULT_STOP_TIMEOUT, Backing, Cdrom, Console, Desired, Di
                       Interface, NetworkSpec, Origin, PoolSpec, Reference, Seed, State, short_digest, shown_source)
 from .guest import (Address, AddressSource, Check, Condition, ConditionKind, Guest, Nic, Ready, Readiness,
                     one_line)
-from .observed import (ImageHead, Observed, ObservedDomain, ObservedNetwork, ObservedPool, ObservedSeed,
+from .observed import (ImageHead, ImageRecord, SourceStamp, Observed, ObservedDomain, ObservedNetwork, ObservedPool, ObservedSeed,
                        ObservedVolume, Ownership, VolumeRef)
 from .plan import (Action, ActionKind, ActionResult, ApplyResult, Change, ChangeClass, Note, NoteKind, Pending, Plan,
                    ResourceKind, Status)
@@ -19,7 +19,7 @@ from .plan import (Action, ActionKind, ActionResult, ApplyResult, Change, Change
 __all__ = [
     "DEFAULT_STOP_TIMEOUT", "Backing", "Cdrom", "Console", "Desired", "Disk", "DomainSpec", "Graphics", "HostEntry", "ImageSpec",
     "Interface", "NetworkSpec", "Origin", "PoolSpec", "Reference", "Seed", "State", "short_digest", "shown_source",
-    "ImageHead", "Observed", "ObservedDomain", "ObservedNetwork", "ObservedPool", "ObservedSeed", "ObservedVolume",
+    "ImageHead", "ImageRecord", "SourceStamp", "Observed", "ObservedDomain", "ObservedNetwork", "ObservedPool", "ObservedSeed", "ObservedVolume",
     "Ownership", "VolumeRef", "Action", "ActionKind", "ActionResult", "ApplyResult", "Change", "ChangeClass", "Note",
     "NoteKind", "Pending", "Plan", "ResourceKind", "Status", "Address", "AddressSource", "Check", "Condition",
     "ConditionKind", "Guest", "Nic", "Ready", "Readiness", "one_line",

@@ -305,7 +305,8 @@ class Reference:
 
 @dataclass(frozen=True)
 class ImageSpec:
-    """A base image imported once into a pool from a local file or an http(s) URL."""
+    """A base image imported into a pool from a local file or an http(s) URL: once, or
+    with `refresh` again by a rebuild whenever its source changed (as a new version)."""
 
     name: str
     pool: str
@@ -313,6 +314,7 @@ class ImageSpec:
     origin: Origin
     format: str = "qcow2"
     sha256: str | None = None
+    refresh: bool = False
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,8 @@ plus reconcile's ownership record that each managed domain carries. Immutable da
 from __future__ import annotations
 
 import functools
+import hashlib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -105,6 +107,63 @@ class ObservedSeed:
 
 
 @dataclass(frozen=True)
+class SourceStamp:
+    """What identifies one version of an image's source without reading it all: a file's
+    size and modification time (and the content hash read once for them), a URL's ETag or
+    Last-Modified, or the sha256 the spec gives. Recorded beside the image at each import."""
+
+    size: int | None = None
+    mtime_ns: int | None = None
+    sha256: str | None = None  # of the content
+    etag: str | None = None
+    last_modified: str | None = None
+
+    def same_source(self, other: SourceStamp) -> bool:
+        """Whether both name the same content, by the strongest mark both have."""
+        if self.sha256 and other.sha256:
+            return self.sha256 == other.sha256
+        if self.etag and other.etag:
+            return self.etag == other.etag
+        if self.last_modified and other.last_modified:
+            return self.last_modified == other.last_modified and self.size == other.size
+        return False
+
+    @property
+    def version(self) -> str:
+        """Twelve hex digits naming this version: of the content hash when known, else of
+        what the server says of it."""
+        if self.sha256:
+            return self.sha256[:12]
+        mark = f"{self.etag or ''}|{self.last_modified or ''}|{self.size if self.size is not None else ''}"
+        return hashlib.sha256(mark.encode()).hexdigest()[:12]
+
+
+_VERSION = re.compile(r"(.+)\.[0-9a-f]{12}")
+
+
+def version_volume(image: str, version: str) -> str:
+    """The volume of an image's version: NAME.VERSION (twelve hex digits)."""
+    return f"{image}.{version}"
+
+
+def is_version(image: str, volume: str) -> bool:
+    """Whether `volume` is the image's own volume or one of its versions."""
+    if volume == image:
+        return True
+    found = _VERSION.fullmatch(volume)
+    return found is not None and found.group(1) == image
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """Reconcile's record beside an image in its pool: which volume is its current version,
+    and the stamp of the source that version was imported from."""
+
+    current: str
+    stamp: SourceStamp
+
+
+@dataclass(frozen=True)
 class ObservedPool:
     name: str
     active: bool
@@ -138,7 +197,23 @@ class Observed:
     attached: dict[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
     # Machine type aliases the hypervisor resolves, e.g. ("x86_64", "pc") -> "pc-i440fx-7.2".
     machine_aliases: dict[tuple[str, str], str] = field(default_factory=dict)
+    # The record of each declared image that has one, by (pool, image name).
+    images: dict[tuple[str, str], ImageRecord] = field(default_factory=dict)
 
     @functools.cached_property
     def by_path(self) -> dict[str, tuple[str, str]]:
         return volume_paths(self.volumes)
+
+    @functools.cached_property
+    def versions(self) -> dict[tuple[str, str], tuple[ObservedVolume, ...]]:
+        """The versions of each image that has a record, by (pool, image name), its own
+        volume included. Once per plan: looked up per disk it would be quadratic."""
+        if not self.images:
+            return {}
+        out: dict[tuple[str, str], list[ObservedVolume]] = {}
+        for (pool, name), vol in self.volumes.items():
+            found = _VERSION.fullmatch(name)
+            for image in (name, found.group(1) if found else None):
+                if image is not None and (pool, image) in self.images:
+                    out.setdefault((pool, image), []).append(vol)
+        return {k: tuple(v) for k, v in out.items()}

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .desired import HostEntry
+from .observed import SourceStamp
 
 
 @dataclass(frozen=True)
@@ -49,9 +50,30 @@ class UpdateNetworkHosts(Step):
 
 @dataclass(frozen=True)
 class ImportImage(VolumeStep):
+    """Import an image (or a new version of one: `name` is then NAME.VERSION) and record it
+    beside as the image's current version, with the stamp of the source it came from."""
+
     source: str = field(default="", repr=False)  # may carry credentials: never shown
     format: str = "qcow2"
     sha256: str | None = None
+    image: str = ""  # the image's own name (its record is NAME.reconcile.json)
+
+
+@dataclass(frozen=True)
+class RecordImage(VolumeStep):
+    """Record `current` as the image's current version (`name` is the record volume): for a
+    version imported by a run cut short before it wrote the record."""
+
+    current: str = ""
+    stamp: SourceStamp = field(default_factory=SourceStamp)
+
+
+@dataclass(frozen=True)
+class DeleteVersion(VolumeStep):
+    """Delete an image version the refresh replaced, once nothing on the host, of any
+    project, is built on it (checked again right before; else it is kept)."""
+
+    path: str = ""
 
 
 @dataclass(frozen=True)

@@ -74,6 +74,9 @@ class Context:
     observed: Observed
     options: Options
     waits: Waits
+    # The version of an image, by (pool, name), that new overlays go on when it is not the
+    # current one: a rebuild's refreshed images.
+    versions: Mapping[tuple[str, str], str] = field(default_factory=dict)
 
     @property
     def by_path(self) -> Mapping[str, tuple[str, str]]:

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Mapping
 
 from ..model import (Action, ActionKind, Backing, Change, ChangeClass, Disk, DomainSpec, Note, NoteKind, Observed,
                      ObservedDomain, ObservedVolume, ResourceKind)
 from ..model.steps import CreateVolume, DeleteVolume, GrowVolume, OverlayBase, ReplaceVolume, WriteSeed
 from ..model.units import format_size
 from .context import Context
-from .storage import pool_path
+from .storage import current_version, pool_path, versions_of
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,6 +28,8 @@ class Base:
     capacity: int | None
     wait: str | None = None  # the import that brings it
     missing: str = ""  # why it cannot be used
+    # An image's other versions, path -> size: an existing overlay may be built on one.
+    earlier: Mapping[str, int] = dataclasses.field(default_factory=dict)
 
 
 def base_of(disk: Disk, ctx: Context) -> Base | None:
@@ -43,17 +46,23 @@ def base_of(disk: Disk, ctx: Context) -> Base | None:
                 return base_of(dataclasses.replace(disk, backing=Backing("image", image.pool, image.name)), ctx)
         return Base(b.path, None, None)
     key = (b.pool, b.name)
-    have = observed.volumes.get(key)
     directory = pool_path(b.pool, desired, observed) or ""
-    path = have.path if have is not None else f"{directory.rstrip('/')}/{b.name}"
     if b.kind == "image":
         # The declared format, checked against the content at import: libvirt's own probe
         # may lag an upload, and a base read with the wrong format is a corrupt disk.
         image = next(i for i in desired.images if (i.pool, i.name) == key)
+        version = ctx.versions.get(key) or current_version(image, observed)
+        have = observed.volumes.get((b.pool, version))
+        path = have.path if have is not None else f"{directory.rstrip('/')}/{version}"
+        # An overlay built on an earlier version of the image is as it should be: only a
+        # rebuild moves it to the current one.
+        earlier = {v.path: virtual_size(v) for v in versions_of(image, observed) if v.path and v.path != path}
         if ctx.waits.is_refused(ResourceKind.IMAGE, f"{b.pool}/{b.name}"):
             return Base(path, image.format, None, missing=f"its base image {b.pool}/{b.name} is refused")
         wait = next(iter(ctx.waits.on(ResourceKind.IMAGE, f"{b.pool}/{b.name}")), None)
-        return Base(path, image.format, virtual_size(have) if have and not wait else None, wait=wait)
+        return Base(path, image.format, virtual_size(have) if have and not wait else None, wait=wait, earlier=earlier)
+    have = observed.volumes.get(key)
+    path = have.path if have is not None else f"{directory.rstrip('/')}/{b.name}"
     if have is not None:
         # Not imported by reconcile: what its own header says, else libvirt's record.
         fmt = have.head.format if have.head is not None else have.format or None
@@ -69,11 +78,24 @@ def virtual_size(vol: ObservedVolume) -> int:
     return vol.capacity
 
 
-def wanted_size(disk: Disk, base: Base | None) -> int:
-    """The size a disk must have at least: the spec's, else (an overlay) its base's whole."""
+def wanted_size(disk: Disk, base: Base | None, vol: ObservedVolume | None = None) -> int:
+    """The size a disk must have at least: the spec's, else (an overlay) its base's whole,
+    the base it is built on when that is an earlier version of the image."""
     if disk.size is not None:
         return disk.size
+    if base is not None and vol is not None and (on := backing_of(vol)) in base.earlier:
+        return base.earlier[on]
     return base.capacity if base is not None and base.capacity else 0
+
+
+def backing_of(vol: ObservedVolume) -> str | None:
+    """The file an existing volume is built on, as an absolute path: what its own header
+    says (libvirt's record may lag), else libvirt's record."""
+    head = vol.head if vol.head is not None and vol.head.format == "qcow2" else None
+    backing = head.backing if head is not None else vol.backing
+    if backing and not backing.startswith("/") and vol.path:  # qemu resolves a relative name beside the overlay
+        backing = os.path.normpath(os.path.join(os.path.dirname(vol.path), backing))
+    return backing
 
 
 def overlay_faults(disk: Disk, vol: ObservedVolume, base: Base | None) -> list[Change]:
@@ -87,10 +109,8 @@ def overlay_faults(disk: Disk, vol: ObservedVolume, base: Base | None) -> list[C
     if base is None:
         return out
     head = vol.head if vol.head is not None and vol.head.format == "qcow2" else None
-    backing = head.backing if head is not None else vol.backing
-    if backing and not backing.startswith("/") and vol.path:  # qemu resolves a relative name beside the overlay
-        backing = os.path.normpath(os.path.join(os.path.dirname(vol.path), backing))
-    if backing != base.path:
+    backing = backing_of(vol)
+    if backing != base.path and backing not in base.earlier:
         out.append(Change(("disks", disk.target, "backing"), backing, base.path, ChangeClass.RECREATE))
     elif head is not None and base.format is not None and head.backing_format != base.format:
         out.append(Change(("disks", disk.target, "backing_format"), head.backing_format, base.format,
@@ -217,7 +237,7 @@ def disk_actions(spec: DomainSpec, ctx: Context, bases: dict[str, Base | None], 
                                   OverlayBase(base.path, base.format) if base else None)
             actions.append(Action(ActionKind.CREATE, ResourceKind.VOLUME, label, f"disk {disk.target} of {spec.name}: "
                                   f"{what}", changes=tuple(changes), depends_on=deps, payload=create))
-        elif virtual_size(vol) < (want_size := wanted_size(disk, base)):
+        elif virtual_size(vol) < (want_size := wanted_size(disk, base, vol)):
             when = "live: the running guest sees the new size at once" if live else "the guest sees it at its next boot"
             whole = "" if disk.size is not None else f" to the size of its base {base.path}"
             actions.append(Action(ActionKind.UPDATE, ResourceKind.VOLUME, label,

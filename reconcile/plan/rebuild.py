@@ -25,28 +25,50 @@ Pure: no libvirt, no files, no clock.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 
 from ..codec import ownership
-from ..model import (Action, ActionKind, Change, Desired, DomainSpec, Note, NoteKind, Observed, ObservedDomain, Plan,
-                     ResourceKind, State)
+from ..model import (Action, ActionKind, Change, Desired, DomainSpec, ImageSpec, Note, NoteKind, Observed,
+                     ObservedDomain, Plan, ResourceKind, SourceStamp, State)
 from ..model.observed import ResetMark
 from ..model.steps import OverlayBase, RecreateVolume, StartDomain, StopDomain, WriteRecord, WriteSeed
-from .context import Context, Options, Planned, Waits, in_order, joined, noted
+from .context import Context, Options, Planned, in_order, joined, noted
 from .disks import base_of
+from .refresh import plan_old_versions, plan_refresh
 
-_PHASE = {(ResourceKind.DOMAIN, ActionKind.RESET): 0, (ResourceKind.DOMAIN, ActionKind.STOP): 1,
-          (ResourceKind.VOLUME, ActionKind.RESET): 2, (ResourceKind.DOMAIN, ActionKind.UPDATE): 3,
-          (ResourceKind.DOMAIN, ActionKind.START): 4}
+_PHASE = {(ResourceKind.IMAGE, ActionKind.CREATE): 0, (ResourceKind.IMAGE, ActionKind.UPDATE): 0,
+          (ResourceKind.DOMAIN, ActionKind.RESET): 1, (ResourceKind.DOMAIN, ActionKind.STOP): 2,
+          (ResourceKind.VOLUME, ActionKind.RESET): 3, (ResourceKind.DOMAIN, ActionKind.UPDATE): 4,
+          (ResourceKind.DOMAIN, ActionKind.START): 5, (ResourceKind.IMAGE, ActionKind.DESTROY): 6}
 
 
-def plan_rebuild(desired: Desired, observed: Observed, names: tuple[str, ...] = (), start: bool = False) -> Plan:
-    """Reset the named domains (default: every domain of the specs that reconcile manages)."""
-    ctx = Context(desired, observed, Options(), Waits())
+def plan_rebuild(desired: Desired, observed: Observed, names: tuple[str, ...] = (), start: bool = False,
+                 refresh: Mapping[str, SourceStamp | str] | None = None) -> Plan:
+    """Reset the named domains (default: every domain of the specs that reconcile manages).
+
+    `refresh`: for each image to refresh (by name), what its source says now, or why it
+    could not be read; the images of the chosen domains among them get a new version when
+    their source changed, the fresh overlays are built on it, and the old versions nothing
+    is built on any more are deleted last (see `refresh`)."""
     chosen = [d for d in desired.domains if not names or d.name in names]
-    found = joined([_one(spec, ctx, start, explicit=bool(names)) for spec in chosen])
+    images = _refreshed(desired, chosen, refresh or {})
+    fetched, waits, versions = plan_refresh(desired, observed, images, refresh or {})
+    ctx = Context(desired, observed, Options(), waits, versions)
+    found = joined([fetched, *(_one(spec, ctx, start, explicit=bool(names)) for spec in chosen)])
+    if images:
+        resets = [a for a in found.actions if a.resource is ResourceKind.VOLUME]
+        after = tuple(a.id for a in found.actions if a.resource in (ResourceKind.VOLUME, ResourceKind.IMAGE))
+        found = found + plan_old_versions(desired, observed, images, versions, resets, after)
     return Plan(project=desired.project, uri=observed.uri,
                 actions=in_order(list(found.actions), lambda a: (_PHASE[(a.resource, a.kind)], a.name)),
                 notes=tuple(sorted(found.notes, key=lambda n: (n.resource.value, n.name))))
+
+
+def _refreshed(desired: Desired, chosen: list[DomainSpec], refresh: Mapping[str, object]) -> list[ImageSpec]:
+    """The images to refresh that the chosen domains' disks are built on."""
+    used = {(d.backing.pool, d.backing.name) for spec in chosen for d in spec.disks
+            if d.backing is not None and d.backing.kind == "image" and d.resets}
+    return [i for i in desired.images if i.name in refresh and (i.pool, i.name) in used]
 
 
 def _one(spec: DomainSpec, ctx: Context, start: bool, explicit: bool) -> Planned:
@@ -135,7 +157,8 @@ def _unready(spec: DomainSpec, ctx: Context) -> list[str]:
         if base.missing:
             out.append(f"disk {d.target}: {base.missing}")
         elif d.backing.kind != "path" and base.wait is None:
-            vol = ctx.observed.volumes.get((d.backing.pool, d.backing.name))
+            key = ctx.by_path.get(base.path, (d.backing.pool, d.backing.name))
+            vol = ctx.observed.volumes.get(key)
             if vol is None:
                 out.append(f"disk {d.target}: its base {d.backing} is not on the host")
             elif vol.head is not None and vol.head.unfinished:

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import os
 
-from ..model import Action, ActionKind, Change, Desired, Note, NoteKind, Observed, ResourceKind, shown_source
+from ..model import (Action, ActionKind, Change, Desired, ImageSpec, Note, NoteKind, Observed, ObservedVolume,
+                     ResourceKind, shown_source)
 from ..model.steps import EnsurePool, ImportImage
 from .context import Planned, Waits
 
@@ -58,7 +59,6 @@ def plan_images(desired: Desired, observed: Observed, pools: Waits) -> tuple[Pla
     declared_pools = {p.name for p in desired.pools}
     for image in desired.images:
         label = f"{image.pool}/{image.name}"
-        key = (image.pool, image.name)
         if pools.is_refused(ResourceKind.POOL, image.pool):
             notes.append(Note(ResourceKind.IMAGE, label, f"its pool {image.pool!r} is refused", kind=NoteKind.REFUSED))
             refused.add((ResourceKind.IMAGE, label))
@@ -68,7 +68,8 @@ def plan_images(desired: Desired, observed: Observed, pools: Waits) -> tuple[Pla
                               "declared in the specs; declare it under 'pools'", kind=NoteKind.REFUSED))
             refused.add((ResourceKind.IMAGE, label))
             continue
-        have = observed.volumes.get(key)
+        current = current_version(image, observed)
+        have = observed.volumes.get((image.pool, current))
         redo = have is not None and have.head is not None and have.head.unfinished
         if have is not None and not redo and have.content_format not in (None, image.format):
             notes.append(Note(ResourceKind.IMAGE, label, f"the volume exists but holds no {image.format} image (an "
@@ -78,8 +79,9 @@ def plan_images(desired: Desired, observed: Observed, pools: Waits) -> tuple[Pla
             refused.add((ResourceKind.IMAGE, label))
             continue
         if have is not None and not redo:
-            notes.append(Note(ResourceKind.IMAGE, label, "imported; an image is imported once and not checked against "
-                              "its source again (delete the volume to import it anew)"))
+            which = f" (current version {current})" if current != image.name else ""
+            notes.append(Note(ResourceKind.IMAGE, label, f"imported{which}; its source is checked again only by "
+                              "`reconcile rebuild` when the image says refresh: true (or with --refresh-images)"))
             continue
         checked = "; its sha256 is verified" if image.sha256 else ""
         source = shown_source(image.source)
@@ -90,10 +92,26 @@ def plan_images(desired: Desired, observed: Observed, pools: Waits) -> tuple[Pla
                "it is removed and imported again" if redo else "not in the pool")
         a = Action(ActionKind.CREATE, ResourceKind.IMAGE, label, f"{why}; imported from {source}{checked}",
                    changes=tuple(changes), depends_on=pools.on(ResourceKind.POOL, image.pool),
-                   payload=ImportImage(image.pool, image.name, image.source, image.format, image.sha256))
+                   payload=ImportImage(image.pool, current, image.source, image.format, image.sha256, image=image.name))
         actions.append(a)
         made[(ResourceKind.IMAGE, label)] = a.id
     return Planned(tuple(actions), tuple(notes)), Waits(made, frozenset(refused))
+
+
+def current_version(image: ImageSpec, observed: Observed) -> str:
+    """The volume new overlays on an image are built on: the version its record names,
+    while that volume is there, else the image's own."""
+    record = observed.images.get((image.pool, image.name))
+    if record is not None and record.current != image.name and (image.pool, record.current) in observed.volumes:
+        return record.current
+    return image.name
+
+
+def versions_of(image: ImageSpec, observed: Observed) -> list[ObservedVolume]:
+    """Every version of the image in its pool (its own volume included), as observed; none
+    for an image without a record (only a refresh makes versions, and it writes the record
+    before any overlay is built on one)."""
+    return list(observed.versions.get((image.pool, image.name), ()))
 
 
 def pool_path(pool: str, desired: Desired, observed: Observed) -> str | None:

@@ -189,7 +189,8 @@ class ModelBuilder:
                 source = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(f.path)), source))
             self.images[name] = ImageSpec(name=name, pool=pool, source=source, origin=where,
                                           format=item.get("format", "qcow2"),
-                                          sha256=item.get("sha256", "").lower() or None)
+                                          sha256=item.get("sha256", "").lower() or None,
+                                          refresh=item.get("refresh", False))
             self.image_volumes[(pool, name)] = f"image {name!r}"
 
     def _domains(self) -> list[DomainSpec]:
