@@ -4,6 +4,8 @@ removed after the test even when it fails; leftovers of a killed run are removed
 from __future__ import annotations
 
 import os
+import pwd
+import shlex
 import shutil
 import subprocess
 import sys
@@ -21,6 +23,7 @@ SYSTEM_URI = "qemu:///system"
 REPO = Path(__file__).resolve().parent.parent
 POOL_ROOT = Path("/var/lib/libvirt/images") / PREFIX.rstrip("-")
 GUEST_BUILD = REPO / "tests" / "guest" / "build"
+TEST_HOSTS = REPO / "scripts" / "test-hosts"
 
 
 def kvm_usable() -> bool:
@@ -103,6 +106,72 @@ def system_conn():
     cleanup_host(conn)
     shutil.rmtree(POOL_ROOT, ignore_errors=True)
     conn.close()
+
+
+def cleanup_uri(uri: str, prefix: str = PREFIX) -> None:
+    """cleanup_host on a connection of its own to `uri` (e.g. one of `remote_hosts.uris`)."""
+    import libvirt
+
+    conn = libvirt.open(uri)
+    try:
+        cleanup_host(conn, prefix=prefix)
+    finally:
+        conn.close()
+
+
+class RemoteHosts:
+    """The session daemons of two local users, which root reaches over qemu+ssh through an sshd
+    on 127.0.0.1 (scripts/test-hosts): two hosts besides qemu:///system, each a daemon of its
+    own. Session daemons have no networks of their own; pools go under the user's home."""
+
+    def __init__(self, env: dict[str, str]):
+        self.env = env
+        self.users = (env["RECONCILE_HOST1_USER"], env["RECONCILE_HOST2_USER"])
+        self.uris = (env["RECONCILE_HOST1_URI"], env["RECONCILE_HOST2_URI"])
+        self.key = env["RECONCILE_HOSTS_KEY"]
+        self.port = int(env["RECONCILE_HOSTS_PORT"])
+
+    def home(self, user: str) -> Path:
+        """Where that user's pools can go: its session daemon may write there."""
+        return Path(pwd.getpwnam(user).pw_dir)
+
+
+def run_test_hosts(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    """Run scripts/test-hosts; a run that fails or takes too long fails the caller."""
+    try:
+        proc = subprocess.run([str(TEST_HOSTS), *args], capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"scripts/test-hosts {' '.join(args)} did not end within {timeout:.0f}s:\n{exc.stderr or ''}")
+    if proc.returncode != 0:
+        pytest.fail(f"scripts/test-hosts {' '.join(args)} failed (exit {proc.returncode}):\n{proc.stdout}{proc.stderr}")
+    return proc
+
+
+def read_env(text: str) -> dict[str, str]:
+    """The KEY='VALUE' lines of `scripts/test-hosts env`, read as a shell reads them."""
+    env = {}
+    for line in text.splitlines():
+        (item,) = shlex.split(line)
+        key, _, value = item.partition("=")
+        env[key] = value
+    return env
+
+
+@pytest.fixture(scope="session")
+def remote_hosts():
+    """Two more hosts for multi-host tests, made at the start of the session and removed at its
+    end (users, sshd, keys), whatever the outcome. Two sessions using them at once would remove
+    them under each other. Skips only where it cannot run at all: not as root."""
+    if os.geteuid() != 0:
+        pytest.skip("the remote test hosts need root: scripts/test-hosts creates users and runs an sshd")
+    try:
+        run_test_hosts("up")
+        hosts = RemoteHosts(read_env(run_test_hosts("env").stdout))
+        for uri in hosts.uris:
+            cleanup_uri(uri)  # left by a run killed before its `down`
+        yield hosts
+    finally:
+        run_test_hosts("down")
 
 
 @pytest.fixture
