@@ -68,7 +68,7 @@ def test_json_on_an_unreachable_host_is_one_document(command, spec_dir):
     doc = json.loads(done.stdout)
     jsonschema.validate(doc, ERROR_SCHEMA)
     assert (doc["command"], doc["error"]["kind"]) == (command, "host unavailable")
-    assert "cannot reach libvirtd on 127.0.0.1" in doc["error"]["message"]
+    assert "nothing listens on 127.0.0.1 port 1" in doc["error"]["message"]
 
 
 def test_rebuild_names_what_it_cannot_find(spec_dir):

@@ -51,10 +51,11 @@ def test_a_malformed_uri_is_called_so(spec_dir):
 
 def test_an_unreachable_remote_host_is_called_so(spec_dir):
     """Port 1 on loopback: nothing listens there, so the connection is refused at once."""
-    for uri, extra in (("qemu+tcp://127.0.0.1:1/system", ""), ("qemu+ssh://nobody@127.0.0.1:1/system", "sshd")):
+    for uri, extra in (("qemu+tcp://127.0.0.1:1/system", "libvirtd (listening for remote connections)"),
+                       ("qemu+ssh://nobody@127.0.0.1:1/system", "sshd")):
         done = plan(uri, spec_dir)
         assert done.returncode == 1
-        assert "cannot reach libvirtd on 127.0.0.1: check the host name, that the host is up" in done.stderr
+        assert "nothing listens on 127.0.0.1 port 1: is" in done.stderr
         assert extra in done.stderr
         assert "start it" not in done.stderr
         assert "Traceback" not in done.stderr

@@ -28,29 +28,14 @@ def run_lab(args: argparse.Namespace, desired: Desired, host, console: Output) -
     if args.command == "wait":
         return wait(args, desired, host, console)
     hosts = inv.hosts_of(named(desired), host.guests([d.name for d in named(desired)]))
-    for h in hosts:
-        if not h.known:
-            console.note(f"{h.name}: no address yet: {h.why}")
-    if args.command == "ssh-config":
-        config = inv.ssh_config(hosts, f"reconcile ssh-config: project {desired.project} on {host.uri}")
-        if console.json:
-            console.out(render.dumps({"format_version": render.FORMAT_VERSION, "kind": "ssh-config",
-                                      "project": desired.project, "uri": host.uri, "config": config,
-                                      "missing": [{"name": h.name, "reason": h.why} for h in hosts if not h.known]}))
-        else:
-            console.out(config.rstrip("\n"))
-    elif args.list or console.json:
-        console.out(render.dumps(inv.inventory_list(desired.project, hosts)))
-    else:
-        header = f"# reconcile inventory: project {desired.project} on {host.uri}\n"
-        missing = "".join(f"# {h.name}: no address yet: {h.why}\n" for h in hosts if not h.known)
-        console.out((header + missing + specs.dump(inv.inventory_yaml_data(desired.project, hosts))).rstrip("\n"))
+    _inventory_out(args, desired, hosts, console, host.uri)
     return EXIT_OK
 
 
 # ------------------------------------------------------------------ status
 
-def status(desired: Desired, host, console: Output) -> int:
+def status_rows(desired: Desired, host) -> list[tuple[DomainSpec, Guest, Readiness]]:
+    """Each domain of the specs with what the host says of it and whether it is ready."""
     wanted = named(desired)
     guests, readiness = snapshot(host, [d for d in wanted if d.state is State.RUNNING])
     by_name = {r.domain: r for r in readiness}
@@ -60,6 +45,12 @@ def status(desired: Desired, host, console: Output) -> int:
         guest = guests.get(d.name) or others[d.name]
         r = by_name.get(d.name) or Readiness(d.name, (), skipped=f"its spec says {d.state.value}")
         rows.append((d, guest, r))
+    return rows
+
+
+def status(desired: Desired, host, console: Output) -> int:
+    wanted = named(desired)
+    rows = status_rows(desired, host)
     if console.json:
         console.out(render.dumps({"format_version": render.FORMAT_VERSION, "kind": "status", "project": desired.project,
                                   "uri": host.uri, "domains": [status_json(d, g, r) for d, g, r in rows]}))
@@ -124,6 +115,83 @@ def readiness_json(r: Readiness) -> dict[str, Any]:
     return {"domain": r.domain, "ready": r.ready, "skipped": r.skipped or None, "waited": round(r.waited, 1),
             "conditions": [{"condition": str(c.condition), "kind": c.condition.kind.value, "met": c.met,
                             "seen": c.seen, "at": c.at} for c in r.checks]}
+
+
+def run_lab_many(args: argparse.Namespace, desired: Desired, console: Output, connect) -> int:
+    """The lab commands over every host of the run: each host read at once; one that
+    cannot be reached is named, and the others are reported (exit 1)."""
+    from .hosts import each, targets_of
+
+    targets = targets_of(desired, args, connect)
+    for t in targets:
+        t.host.connect_early()
+    try:
+        if args.command == "wait":
+            codes: dict[str, int] = {}
+            each(targets, lambda t: codes.__setitem__(t.label, wait(args, t.desired, t.host, console)))
+            for t in targets:
+                if t.error:
+                    console.err(f"error: host {t.label} ({t.uri}): {t.error}")
+            return EXIT_OK if all(c == EXIT_OK for c in codes.values()) and not any(t.error for t in targets) \
+                else EXIT_ERROR
+        found: dict[str, Any] = {}
+        if args.command == "status":
+            each(targets, lambda t: found.__setitem__(t.label, status_rows(t.desired, t.host)))
+        else:
+            each(targets, lambda t: found.__setitem__(t.label, inv.hosts_of(
+                named(t.desired), t.host.guests([d.name for d in named(t.desired)]))))
+        down = [t for t in targets if t.error]
+        for t in down:
+            console.err(f"error: host {t.label} ({t.uri}) could not be read: {t.error}")
+        if args.command == "status":
+            _status_many(targets, found, desired, console)
+        else:
+            hosts = [h for t in targets if t.label in found for h in found[t.label]]
+            _inventory_out(args, desired, hosts, console, " and ".join(f"{t.label}" for t in targets))
+        return EXIT_ERROR if down else EXIT_OK
+    finally:
+        for t in targets:
+            t.host.close()
+
+
+def _status_many(targets, found, desired: Desired, console: Output) -> None:
+    if console.json:
+        console.out(render.dumps({
+            "format_version": render.FORMAT_VERSION, "kind": "status", "project": desired.project,
+            "uri": next((t.uri for t in targets if t.name is None), targets[0].uri if targets else ""),
+            "domains": [{**status_json(d, g, r), "host": t.label} for t in targets for d, g, r in found.get(t.label, ())],
+            "hosts": [{"name": t.label, "uri": t.uri, "available": not t.error, **({"error": t.error} if t.error else {})}
+                      for t in targets]}))
+        return
+    width = max((len(d.name) for rows in found.values() for d, _, _ in rows), default=0)
+    for t in targets:
+        if t.label not in found:
+            continue
+        console.out(f"Host {t.label} ({t.uri}):")
+        for d, g, r in found[t.label]:
+            console.out("  " + status_line(d, g, r, width))
+        if not found[t.label]:
+            console.out("  The specs name no domain here.")
+
+
+def _inventory_out(args: argparse.Namespace, desired: Desired, hosts, console: Output, where: str) -> None:
+    for h in hosts:
+        if not h.known:
+            console.note(f"{h.name}: no address yet: {h.why}")
+    if args.command == "ssh-config":
+        config = inv.ssh_config(hosts, f"reconcile ssh-config: project {desired.project} on {where}")
+        if console.json:
+            console.out(render.dumps({"format_version": render.FORMAT_VERSION, "kind": "ssh-config",
+                                      "project": desired.project, "uri": where, "config": config,
+                                      "missing": [{"name": h.name, "reason": h.why} for h in hosts if not h.known]}))
+        else:
+            console.out(config.rstrip("\n"))
+    elif args.list or console.json:
+        console.out(render.dumps(inv.inventory_list(desired.project, hosts)))
+    else:
+        header = f"# reconcile inventory: project {desired.project} on {where}\n"
+        missing = "".join(f"# {h.name}: no address yet: {h.why}\n" for h in hosts if not h.known)
+        console.out((header + missing + specs.dump(inv.inventory_yaml_data(desired.project, hosts))).rstrip("\n"))
 
 
 # ------------------------------------------------------------------ waiting

@@ -25,6 +25,7 @@ from ..model import Plan
 from ..plan import Options, plan_destroy, plan_rebuild
 from ..plan import plan as make_plan
 from . import render
+from .hosts import many_hosts, run_many
 from .output import Output, Progress
 from .parser import EXIT_CHANGES, EXIT_ERROR, EXIT_OK, UsageError, _wants_json, default_uri, parse
 
@@ -106,6 +107,13 @@ def run(args: argparse.Namespace, console: Output) -> int:
         desired = specs.load(args.paths, project=args.project)
         if args.command == "rebuild":
             check_names(args.names, args.paths, desired)
+        if many_hosts(desired, args):
+            host.close()  # each host opens its own connection, the default one too if the run uses it
+            if args.command in LAB_COMMANDS:
+                from .lab import run_lab_many
+
+                return run_lab_many(args, desired, console, LibvirtHost)
+            return run_many(args, desired, console, LibvirtHost, observe_for, plan_from)
         if args.command in LAB_COMMANDS:
             from .lab import run_lab
 
@@ -187,28 +195,47 @@ def act(args: argparse.Namespace, desired, host, console: Output) -> int:
         lock.release()
 
 
-def make_plan_for(args: argparse.Namespace, desired, host) -> Plan:
+def make_plan_for(args: argparse.Namespace, desired, host, moves: Options | None = None) -> Plan:
+    return plan_from(args, desired, observe_for(args, desired, host), moves)
+
+
+def observe_for(args: argparse.Namespace, desired, host):
+    """Read what the plan of this command needs of the host."""
     # A rebuild replaces the overlays and seeds: it reads only the bases' first bytes.
     rebuilding = args.command == "rebuild"
-    refreshed = [i for i in desired.images if i.refresh or getattr(args, "refresh_images", False)] if rebuilding else []
     # A refresh deletes an old version only when nothing on the host is built on it: every
     # volume of the host is read then.
-    observed = host.observe(pools=desired.pools_of_interest(),
-                            volumes=None if refreshed else desired.volumes_of_interest(),
-                            seeds=set() if rebuilding else desired.seeds_of_interest(),
-                            heads=desired.bases_of_interest() if rebuilding else desired.heads_of_interest(),
-                            live={d.name for d in desired.domains},
-                            machines=any(d.machine for d in desired.domains),
-                            networks=desired.networks_of_interest(), project=desired.project,
-                            images={(i.pool, i.name) for i in desired.images})
+    refreshing = rebuilding and bool(refreshed_images(args, desired))
+    return host.observe(pools=desired.pools_of_interest(),
+                        volumes=None if refreshing else desired.volumes_of_interest(),
+                        seeds=set() if rebuilding else desired.seeds_of_interest(),
+                        heads=desired.bases_of_interest() if rebuilding else desired.heads_of_interest(),
+                        live={d.name for d in desired.domains},
+                        machines=any(d.machine for d in desired.domains),
+                        networks=desired.networks_of_interest(), project=desired.project,
+                        images={(i.pool, i.name) for i in desired.images})
+
+
+def refreshed_images(args: argparse.Namespace, desired) -> list:
+    return [i for i in desired.images if i.refresh or getattr(args, "refresh_images", False)]
+
+
+def plan_from(args: argparse.Namespace, desired, observed, moves: Options | None = None) -> Plan:
+    """The plan of this command, from what was read. `moves` (many hosts): the domains on
+    another host than their spec says, as the planner's options carry them."""
+    elsewhere = dict(moves.elsewhere) if moves else {}
+    moving_out = dict(moves.moving_out) if moves else {}
     if args.command == "destroy":
         return plan_destroy(desired, observed)
     if args.command == "rebuild":
-        return plan_rebuild(desired, observed, args.names, start=args.start,
-                            refresh=probe_sources(refreshed, observed))
+        names = tuple(n for n in args.names if any(d.name == n for d in desired.domains))
+        if args.names and not names:  # the domains named are all on other hosts
+            return Plan(project=desired.project, uri=observed.uri)
+        return plan_rebuild(desired, observed, names, start=args.start,
+                            refresh=probe_sources(refreshed_images(args, desired), observed))
     return make_plan(desired, observed, options=Options(
         prune=args.prune, restart=args.restart, adopt=args.adopt, allow_recreate=args.allow_recreate,
-        prune_all=args.prune_all))
+        prune_all=args.prune_all, elsewhere=elsewhere, moving_out=moving_out))
 
 
 def probe_sources(images, observed) -> dict:

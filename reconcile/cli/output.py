@@ -44,8 +44,8 @@ class Progress:
     right now and for how long, redrawn a few times a second.
     """
 
-    def __init__(self, console: Output, total: int, live: bool):
-        self.console, self.total, self.live = console, total, live
+    def __init__(self, console: Output, total: int, live: bool, prefix: str = ""):
+        self.console, self.total, self.live, self.prefix = console, total, live, prefix
         self.running: dict[str, tuple[Action, float]] = {}
         self.done = 0
         self._lock = threading.Lock()
@@ -76,7 +76,8 @@ class Progress:
             if self.console.quiet_apply:
                 return
             self._clear()
-            print(render.result_line(result), flush=True)
+            print(self.prefix + render.result_line(result).lstrip() if self.prefix else render.result_line(result),
+                  flush=True)
             self._draw()
 
     def line(self, text: str) -> None:

@@ -135,6 +135,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 def _common_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-c", "--connect", metavar="URI", help="libvirt URI (default: $LIBVIRT_DEFAULT_URI, else qemu:///system)")
     p.add_argument("--project", help="ownership scope (default: 'project' in the specs, else the directory name)")
+    p.add_argument("--host", action="append", metavar="NAME",
+                   help="only this host of the specs' hosts (repeatable; 'default' is the default connection)")
     p.add_argument("-v", "--verbose", action="store_true", help="say more; show tracebacks of errors")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the summary and errors")
     p.add_argument("-o", "--output", choices=("text", "json"), default="text", help="output format (default: text)")

@@ -16,6 +16,7 @@ from ..model import ActionKind, ApplyResult, Change, NoteKind, Plan, Reference, 
 from ..model.units import format_size
 
 FORMAT_VERSION = 1
+DEFAULT_HOST = "default"  # the name, in output, of the default connection (-c, LIBVIRT_DEFAULT_URI, qemu:///system)
 _KIB_FIELDS = {"memory", "current_memory"}
 _BYTE_FIELDS = {"size"}
 
@@ -58,8 +59,10 @@ def change_text(change: Change) -> str:
     return line
 
 
-def plan_text(plan: Plan, verbose: bool = False) -> str:
-    lines = [f"Plan for project '{plan.project}' on {plan.uri}:"]
+def plan_text(plan: Plan, verbose: bool = False, host: str | None = None) -> str:
+    """`host`: the host's name in a run of many (then named in the heading)."""
+    where = f"host {host} ({plan.uri})" if host else plan.uri
+    lines = [f"Plan for project '{plan.project}' on {where}:"]
     for action in plan.actions:
         lines.append(f"  {action.kind.glyph} {action.kind.value} {action.resource.value} {action.name}  ({action.reason})")
         if action.resource is ResourceKind.VOLUME and action.kind is ActionKind.CREATE:
@@ -129,8 +132,9 @@ def _change_json(change: Change) -> dict[str, Any]:
             "class": change.klass.value if change.klass else None, "drift": change.drift}
 
 
-def plan_json(plan: Plan) -> dict[str, Any]:
-    """The plan as a document valid against schemas/plan.schema.json."""
+def plan_json(plan: Plan, host: str = DEFAULT_HOST) -> dict[str, Any]:
+    """The plan as a document valid against schemas/plan.schema.json; every action, note
+    and pending change says which host (by its name under `hosts`) it is on."""
     return {
         "format_version": FORMAT_VERSION,
         "kind": "plan",
@@ -147,23 +151,25 @@ def plan_json(plan: Plan) -> dict[str, Any]:
                 "reason": a.reason,
                 "changes": [_change_json(c) for c in a.changes],
                 "depends_on": list(a.depends_on),
+                "host": host,
             }
             for a in plan.actions
         ],
         "notes": [
             {"resource": n.resource.value, "name": n.name, "message": n.message, "refused": n.refused,
-             "kind": n.kind.value}
+             "kind": n.kind.value, "host": host}
             for n in plan.notes
         ],
         "pending": [
-            {"resource": "domain", "name": p.name, "reason": p.reason, "changes": [_change_json(c) for c in p.changes]}
+            {"resource": "domain", "name": p.name, "reason": p.reason, "changes": [_change_json(c) for c in p.changes],
+             "host": host}
             for p in plan.pending
         ],
     }
 
 
-def apply_json(result: ApplyResult) -> dict[str, Any]:
-    doc = plan_json(result.plan)
+def apply_json(result: ApplyResult, host: str = DEFAULT_HOST) -> dict[str, Any]:
+    doc = plan_json(result.plan, host)
     doc["kind"] = "apply"
     doc["results"] = [
         {
@@ -179,6 +185,7 @@ def apply_json(result: ApplyResult) -> dict[str, Any]:
             **({"outcome": r.outcome} if r.outcome else {}),
             **({"error": r.error} if r.error else {}),
             **({"attempts": r.attempts} if r.attempts > 1 else {}),
+            "host": host,
         }
         for r in result.results
     ]

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
+import re
+import sys
 import threading
 import urllib.parse
 from typing import Any
@@ -53,7 +55,7 @@ class Connection:
 
     def _open_early(self, outcome: list) -> None:
         try:
-            conn = libvirt.open(self.uri)
+            conn = _open(self.uri)
         except libvirt.libvirtError as exc:
             outcome.append(exc)
             return
@@ -74,7 +76,7 @@ class Connection:
         with self._lock:
             if self._conn is None:
                 try:
-                    self._conn = libvirt.open(self.uri)
+                    self._conn = _open(self.uri)
                 except libvirt.libvirtError as exc:
                     raise self._cannot_connect(exc) from exc
             return self._conn
@@ -98,10 +100,7 @@ class Connection:
                                    "socket, often `libvirt`, or allow the user in polkit for "
                                    "org.libvirt.unix.manage)", subject)
         elif remote:
-            where = parts.hostname or "the host"
-            extra = ", that sshd runs there and this user's key is accepted" if "ssh" in parts.scheme else ""
-            err = HostUnavailable(f"{message} (cannot reach libvirtd on {where}: check the host name, that the "
-                                  f"host is up and runs libvirtd{extra})", subject)
+            err = HostUnavailable(f"{_one_line(message)} ({remote_hint(message, parts)})", subject)
         else:
             err = HostUnavailable(f"{message} (libvirtd does not answer on this machine: start it, e.g. "
                                   "`systemctl start libvirtd`, or `libvirtd -d` where there is no systemd)", subject)
@@ -216,3 +215,68 @@ def _call_each(items: list[tuple]) -> list:
         except libvirt.libvirtError as exc:
             out.append(exc)
     return out
+
+
+def _open(uri: str) -> libvirt.virConnect:
+    """Open `uri`; a run nobody can answer (stdin is not a terminal: cron, a pipeline) never
+    waits at a prompt. Then ssh runs in batch mode (`no_tty=1`: a host key, password or
+    passphrase it would ask for fails at once, with ssh's reason), and every question
+    libvirt's own transports ask (libssh, SASL) is answered with nothing."""
+    if sys.stdin is not None and sys.stdin.isatty():
+        return libvirt.open(uri)
+    parts = urllib.parse.urlsplit(uri)
+    if parts.scheme.endswith("+ssh") and "no_tty" not in urllib.parse.parse_qs(parts.query):
+        uri = urllib.parse.urlunsplit(parts._replace(query=f"{parts.query}&no_tty=1" if parts.query else "no_tty=1"))
+    creds = [libvirt.VIR_CRED_AUTHNAME, libvirt.VIR_CRED_PASSPHRASE, libvirt.VIR_CRED_ECHOPROMPT,
+             libvirt.VIR_CRED_NOECHOPROMPT, libvirt.VIR_CRED_REALM]
+    return libvirt.openAuth(uri, [creds, _no_answers, None], 0)
+
+
+def _no_answers(credentials, _data) -> int:
+    return -1  # no one to ask: the open fails with the transport's reason
+
+
+def _one_line(message: str) -> str:
+    """ssh's own words, as libvirt passes them on, in one line (its banners span many)."""
+    lines = [re.sub(r"@{3,}|^@|@$", "", ln.strip()).strip() for ln in message.replace("\r", "").split("\n")]
+    return re.sub(r"\s+", " ", " ".join(ln for ln in lines if ln))
+
+
+def remote_hint(message: str, parts: urllib.parse.SplitResult) -> str:
+    """What to do about a remote host that could not be reached, by what ssh or the remote
+    shell said: libvirt reports all of these as one error code, with their words inside, so
+    the words are all there is to go by."""
+    host = parts.hostname or "the host"
+    port = parts.port or 22  # as ssh counts: the port of the other transports is set where they are named
+    user = parts.username or "the user running reconcile"
+    at = f"[{host}]:{port}" if parts.port else host
+    if "REMOTE HOST IDENTIFICATION HAS CHANGED" in message:
+        return (f"the host key {host} sends is not the one recorded for it in known_hosts: if {host} was "
+                f"reinstalled, check its new key and replace the old one (ssh-keygen -R '{at}', then connect once "
+                "with ssh to accept it); if not, someone may be in between: do not go on")
+    if "Host key verification failed" in message:
+        return (f"the host key of {host} is not known to this machine: check it and accept it once, with "
+                f"`ssh -p {port} {user}@{host}` as the user running reconcile (or ssh-keyscan into known_hosts); "
+                "reconcile never accepts an unknown host key by itself")
+    if "Permission denied (" in message:
+        return (f"{user}@{host} refused the login: put this machine's public key in that user's "
+                "~/.ssh/authorized_keys, or name the right key with ?keyfile=PATH in the URI; a key with a "
+                "passphrase needs an ssh-agent (SSH_AUTH_SOCK), and a password cannot be typed into a run that "
+                "is not interactive")
+    if "Connection refused" in message:
+        ssh = "ssh" in parts.scheme
+        port = parts.port or (22 if ssh else 16514 if "tls" in parts.scheme else 16509)
+        server = "sshd" if ssh else "libvirtd (listening for remote connections)"
+        return f"nothing listens on {host} port {port}: is {server} running there, and is that its port?"
+    if "Could not resolve hostname" in message or "Name or service not known" in message:
+        return f"{host} is not a name this machine can resolve: check the URI"
+    if "virt-ssh-helper: not found" in message or "nc: not found" in message or ": not found" in message:
+        return (f"{host} has neither virt-ssh-helper nor nc, through which libvirt reaches the daemon: install "
+                "libvirt (libvirt-clients, or libvirt-daemon) there, or name a netcat with ?netcat=PATH")
+    if "libvirt-sock" in message or "No such file or directory" in message:
+        return (f"libvirtd does not run on {host} (its socket is missing): start it there (`systemctl start "
+                "libvirtd`, or the modular virtqemud), or for /session check that the user may start one")
+    if "timed out" in message or "No route to host" in message:
+        return f"{host} does not answer: is it up, and reachable from here?"
+    extra = ", that sshd runs there and this user's key is accepted" if "ssh" in parts.scheme else ""
+    return f"cannot reach libvirtd on {host}: check the host name, that the host is up and runs libvirtd{extra}"

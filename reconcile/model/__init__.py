@@ -7,7 +7,7 @@ in `plan`; sizes with units in `units`. Everything here is immutable data with n
 May import: `errors` only; every other package imports this one.
 """
 
-from .desired import (DEFAULT_STOP_TIMEOUT, Backing, Cdrom, Console, Desired, Disk, DomainSpec, Graphics, HostEntry, ImageSpec,
+from .desired import (DEFAULT_STOP_TIMEOUT, Backing, Cdrom, Console, Desired, Disk, DomainSpec, Graphics, HostEntry, HostSpec, ImageSpec,
                       Interface, NetworkSpec, Origin, PoolSpec, Reference, Seed, State, short_digest, shown_source)
 from .guest import (Address, AddressSource, Check, Condition, ConditionKind, Guest, Nic, Ready, Readiness,
                     one_line)
@@ -17,7 +17,7 @@ from .plan import (Action, ActionKind, ActionResult, ApplyResult, Change, Change
                    ResourceKind, Status)
 
 __all__ = [
-    "DEFAULT_STOP_TIMEOUT", "Backing", "Cdrom", "Console", "Desired", "Disk", "DomainSpec", "Graphics", "HostEntry", "ImageSpec",
+    "DEFAULT_STOP_TIMEOUT", "Backing", "Cdrom", "Console", "Desired", "Disk", "DomainSpec", "Graphics", "HostEntry", "HostSpec", "ImageSpec",
     "Interface", "NetworkSpec", "Origin", "PoolSpec", "Reference", "Seed", "State", "short_digest", "shown_source",
     "ImageHead", "ImageRecord", "SourceStamp", "Observed", "ObservedDomain", "ObservedNetwork", "ObservedPool", "ObservedSeed", "ObservedVolume",
     "Ownership", "VolumeRef", "Action", "ActionKind", "ActionResult", "ApplyResult", "Change", "ChangeClass", "Note",

@@ -236,6 +236,7 @@ class DomainSpec:
     vars: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
     ssh_user: str | None = None
     ssh_port: int | None = None
+    host: str | None = None  # a name under `hosts`; None: the default connection
 
     def essence(self) -> dict[str, Any]:
         """The managed fields, in the same shape `domxml.essence_of` reads from live XML.
@@ -272,6 +273,7 @@ class PoolSpec:
     name: str
     path: str
     origin: Origin
+    host: str | None = None  # None: the default connection, and wherever the run needs it
 
 
 @dataclass(frozen=True)
@@ -286,6 +288,7 @@ class NetworkSpec:
     netmask: str | None = None
     dhcp_start: str | None = None
     dhcp_end: str | None = None
+    host: str | None = None  # None: the default connection, and wherever the run needs it
 
     def essence(self) -> dict[str, Any]:
         out = {"mode": self.mode, "bridge": self.bridge, "ip": self.ip, "netmask": self.netmask,
@@ -315,6 +318,16 @@ class ImageSpec:
     format: str = "qcow2"
     sha256: str | None = None
     refresh: bool = False
+    host: str | None = None  # None: the default connection, and wherever the run needs it
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    """A libvirt host of the run, by the name specs place resources on."""
+
+    name: str
+    uri: str
+    origin: Origin
 
 
 @dataclass(frozen=True)
@@ -330,6 +343,7 @@ class Desired:
     # records as its source, and what bounds a prune.
     roots: tuple[str, ...] = ()
     absolute_files: tuple[str, ...] = ()
+    hosts: tuple[HostSpec, ...] = ()  # declared under `hosts`
 
     def absolute(self, file: str) -> str:
         """The absolute path of one of `files` (as it is recorded in ownership)."""
@@ -338,6 +352,35 @@ class Desired:
     @functools.cached_property
     def _absolute(self) -> dict[str, str]:
         return dict(zip(self.files, self.absolute_files))
+
+    def hosts_used(self) -> list[str | None]:
+        """The hosts this run reads: the default connection (None) first when anything is
+        on it, then the named hosts in name order (the order their locks are taken in)."""
+        named = {r.host for r in (*self.domains, *self.pools, *self.networks, *self.images)}
+        return ([None] if None in named or not named else []) + sorted(h for h in named if h is not None)
+
+    def on_host(self, host: str | None) -> Desired:
+        """The part of the run one host is to match: its domains, and the pools, networks
+        and images placed on it or, declared without a host (and not declared for this one),
+        needed there by its domains or images. The default connection also takes what is
+        declared without a host and needed on no named host, so a run without `hosts` is
+        all on it, as it always was."""
+        domains = tuple(d for d in self.domains if d.host == host)
+        elsewhere = [d for d in self.domains if d.host is not None and d.host != host] if host is None else []
+
+        def pick(items, needed: set[str], needed_elsewhere: set[str]) -> tuple:
+            placed = {i.name for i in items if i.host is not None and i.host == host}
+            return tuple(i for i in items if (i.host is not None and i.host == host) or (
+                i.host is None and i.name not in placed
+                and (i.name in needed or (host is None and i.name not in needed_elsewhere))))
+
+        images = pick(self.images, _images_needed(domains), _images_needed(elsewhere))
+        away = _images_needed(elsewhere)
+        others = [i for i in self.images if i.host is not None or i.name in away] if host is None else []
+        pools = pick(self.pools, _pools_needed(domains, images), _pools_needed(elsewhere, others))
+        networks = pick(self.networks, _networks_needed(domains), _networks_needed(elsewhere))
+        return dataclasses.replace(self, domains=domains, pools=pools, networks=networks, images=images,
+                                   expected_on_host=self.expected_on_host if host is None else ())
 
     def pools_of_interest(self) -> set[str]:
         return ({p.name for p in self.pools} | {i.pool for i in self.images}
@@ -378,3 +421,16 @@ class Desired:
 
     def seeds_of_interest(self) -> set[tuple[str, str]]:
         return {(dom.seed.pool, dom.seed.volume) for dom in self.domains if dom.seed}
+
+
+def _images_needed(domains) -> set[str]:
+    return {d.backing.name for dom in domains for d in dom.disks if d.backing is not None and d.backing.kind == "image"}
+
+
+def _pools_needed(domains, images) -> set[str]:
+    return ({d.pool for dom in domains for d in dom.disks} | {dom.seed.pool for dom in domains if dom.seed}
+            | {i.pool for i in images})
+
+
+def _networks_needed(domains) -> set[str]:
+    return {i.network for dom in domains for i in dom.interfaces or ()}

@@ -20,6 +20,10 @@ class Options:
     allow_recreate: bool = False  # allow identity-level changes (type, arch, disk format)
     prune_all: bool = False       # with prune: also domains from files outside the run, even every one
     destroying: bool = False      # `reconcile destroy`: every domain is absent because the command says so
+    # Many hosts: the domains of the specs that are on another host now (name -> that host),
+    # and the domains of this host whose spec moved them elsewhere.
+    elsewhere: Mapping[str, str] = field(default_factory=dict)
+    moving_out: Mapping[str, str] = field(default_factory=dict)  # name -> the host it moves to
 
 
 @dataclass(frozen=True)

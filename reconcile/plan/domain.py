@@ -41,6 +41,9 @@ class _Definition:
 
 
 def plan_domain(spec: DomainSpec, ctx: Context) -> Planned:
+    moved = _moved_here(spec, ctx)
+    if moved is not None:
+        return moved
     admitted = _admit(spec, ctx)
     if isinstance(admitted, Planned):
         return admitted
@@ -79,6 +82,22 @@ def plan_domain(spec: DomainSpec, ctx: Context) -> Planned:
     if have is not None and not definition.defined and not volume_ids and not definition.restarting:
         out += noted(Note(ResourceKind.DOMAIN, spec.name, f"{'running' if running else 'stopped'} and matches its spec"))
     return out
+
+
+def _moved_here(spec: DomainSpec, ctx: Context) -> Planned | None:
+    """A domain whose spec names this host while it is on another: refused unless
+    --allow-recreate, since it is destroyed there and created here, empty (None: not moved)."""
+    there = ctx.options.elsewhere.get(spec.name)
+    if there is None or spec.name in ctx.observed.domains or spec.state is State.ABSENT:
+        return None
+    kept = [f"{d.pool}/{d.volume}" for d in spec.disks if d.keep]
+    stays = (f"; its keep: true disks ({', '.join(kept)}) do not move: they stay on {there}, and new ones are "
+             "created here") if kept else ""
+    if not ctx.options.allow_recreate:
+        return noted(Note(ResourceKind.DOMAIN, spec.name, f"its spec places it on this host, but it is on host "
+                          f"{there}: moving it destroys it there (its disks too) and creates it here anew{stays}; "
+                          "pass --allow-recreate to move it, or set host back", NoteKind.REFUSED))
+    return None
 
 
 def _admit(spec: DomainSpec, ctx: Context) -> tuple[ObservedDomain | None, bool] | Planned:

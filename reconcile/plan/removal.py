@@ -28,21 +28,33 @@ def plan_prune(desired: Desired, observed: Observed, options: Options) -> Planne
     declared = {d.name: d.state for d in desired.domains}
     mine = {name: dom for name, dom in sorted(observed.domains.items())
             if dom.ownership is not None and dom.ownership.project == desired.project}
+    moving = {name: dom for name, dom in mine.items() if name in options.moving_out and name not in declared}
+    out: list[Planned] = []
+    for name, dom in moving.items():
+        to = options.moving_out[name]
+        if options.allow_recreate:
+            out.append(plan_removal(dom, f"its spec moved it to host {to}: destroyed here first (--allow-recreate), "
+                                         "then created there", dom.ownership.stop_timeout, observed))
+        else:
+            out.append(noted(Note(ResourceKind.DOMAIN, name, f"its spec moved it to host {to}; kept here until the "
+                                  "move is allowed (--allow-recreate)", NoteKind.WARNING)))
+    mine = {name: dom for name, dom in mine.items() if name not in moving}
     orphans = {name: dom for name, dom in mine.items() if name not in declared}
     if not options.prune:
-        return noted(*(Note(ResourceKind.DOMAIN, name, "orphaned: managed by this project but no spec mentions it; "
-                            "apply --prune removes it", NoteKind.ORPHANED) for name in orphans))
+        return joined(out + [noted(*(Note(ResourceKind.DOMAIN, name, "orphaned: managed by this project but no spec "
+                                          "mentions it; apply --prune removes it", NoteKind.ORPHANED)
+                                     for name in orphans))])
     outside = {name for name, dom in orphans.items() if not within(dom.ownership.spec_file, desired.roots)}
     prunable = [name for name in orphans if options.prune_all or name not in outside]
     kept = [name for name in mine if declared.get(name, State.ABSENT) is not State.ABSENT]
     if prunable and not kept and not options.prune_all:
         listed = ", ".join(prunable[:5]) + (f" and {len(prunable) - 5} more" if len(prunable) > 5 else "")
-        return noted(*(Note(ResourceKind.DOMAIN, name,
+        return joined(out + [noted(*(Note(ResourceKind.DOMAIN, name,
                             f"--prune would remove every domain of project {desired.project!r} on this host ("
                             f"{listed}) and keep none: refused, since a run given the wrong or an emptied "
                             "directory looks just like this; pass --prune-all if that is what you mean (or use "
-                            "`reconcile destroy` on the specs that made them)", kind=NoteKind.REFUSED) for name in prunable))
-    out: list[Planned] = []
+                            "`reconcile destroy` on the specs that made them)", kind=NoteKind.REFUSED)
+                                     for name in prunable))])
     for name, dom in orphans.items():
         source = dom.ownership.spec_file or "an unknown file"
         if name in prunable:

@@ -21,6 +21,7 @@ from .files import find_files, read_file
 from .formats import check_name, closest
 from .layers import DIRECTORY_DEFAULTS, Layer, Located, expand_index, has_index, merge_layers
 from .paths import at, list_of
+from .placement import UNKNOWN, Placement
 from .schema import _kind, _schema_problems
 from .seen import Seen
 from .source import TOP_KINDS, Path_, SpecFile
@@ -61,21 +62,24 @@ class ModelBuilder:
         self.declared: dict[str, dict[str, str]] = {}  # kind -> name -> where
         self.seen = Seen()  # names, volumes, MACs and references, across files
         self.layers: dict[tuple[str, Path_], Layer] = {}
-        self.images: dict[str, ImageSpec] = {}
+        self.images_on: dict[str | None, dict[str, ImageSpec]] = {}  # host -> name -> image
         self.image_volumes: dict[tuple[str, str], str] = {}
 
     def run(self, project: str | None, paths: list[str]) -> Desired:
         project = self.project = self._project(project, paths)
+        self.placement = Placement(self.files, self.problems)
+        self.hosts = self.placement.hosts
         self._declare()
         pools = self._pools()
         networks = self._networks()
-        self.networks = {n.name: n for n in networks}
+        self.networks = networks
         self._images()  # before domains: a disk in any file may name an image as its backing
         domains = self._domains()
         expected = self._resolve_references()
         return Desired(project=project, domains=tuple(domains), pools=tuple(pools), networks=tuple(networks),
                        files=tuple(f.path for f in self.files), expected_on_host=tuple(expected),
-                       images=tuple(self.images.values()), roots=tuple(os.path.abspath(p) for p in paths),
+                       images=tuple(i for by_name in self.images_on.values() for i in by_name.values()),
+                       roots=tuple(os.path.abspath(p) for p in paths), hosts=tuple(self.hosts.values()),
                        absolute_files=tuple(shown_path(os.path.abspath(f.path)) for f in self.files))
 
     def _project(self, project: str | None, paths: list[str]) -> str:
@@ -111,13 +115,16 @@ class ModelBuilder:
                     if isinstance(item, dict) and isinstance(item.get("name"), str):
                         names.setdefault(item["name"], "{}:{}:{}".format(f.path, *f.mark((kind, i))))
 
-    def _declared(self, kind: str, noun: str) -> Iterator[tuple[SpecFile, Path_, Origin, str, dict[str, Any]]]:
-        """Each named item of a top-level list, once per name, skipping what the schema rejected.
+    def _declared(self, kind: str, noun: str
+                  ) -> Iterator[tuple[SpecFile, Path_, Origin, str, dict[str, Any], str | None]]:
+        """Each named item of a top-level list, once per name and host, skipping what the
+        schema rejected, with the host it is placed on (its own `host`, else its file's or
+        directory's defaults).
 
-        A second item of the same name is reported here (where both are), so no caller has
-        to; an item with its own schema problems still counts as taken for that name.
+        A second item of the same name on the same host is reported here (where both are),
+        so no caller has to; an item with its own schema problems still counts as taken.
         """
-        names: dict[str, str] = {}
+        names: dict[tuple[str | None, str], str] = {}
         for f in self.files:
             for i, item in enumerate(list_of(f.data.get(kind))):
                 base = (kind, i)
@@ -125,30 +132,34 @@ class ModelBuilder:
                     continue
                 where = Origin(f.path, *f.mark(base))
                 name = item["name"]
-                if name in names:
-                    self.problems.append(f.diag(base + ("name",), f"{noun} {name!r} is declared twice (also at "
-                                                                  f"{names[name]}); expected unique {noun} names"))
+                host = self.placement.host_of(f, base, item)
+                if (host, name) in names:
+                    on = f" on host {host!r}" if host else ""
+                    self.problems.append(f.diag(base + ("name",), f"{noun} {name!r} is declared twice{on} (also at "
+                                                                  f"{names[(host, name)]}); expected unique {noun} "
+                                                                  "names" + (" per host" if self.hosts else "")))
                     continue
-                names[name] = str(where)
-                if not f.is_bad(base):
-                    yield f, base, where, name, item
+                names[(host, name)] = str(where)
+                if not f.is_bad(base) and host != UNKNOWN:
+                    yield f, base, where, name, item, host
 
     def _pools(self) -> list[PoolSpec]:
         pools: list[PoolSpec] = []
-        seen_path: dict[str, str] = {}
-        for f, base, where, name, item in self._declared("pools", "pool"):
+        seen_path: dict[tuple[str | None, str], str] = {}
+        for f, base, where, name, item, host in self._declared("pools", "pool"):
             path = os.path.normpath(item["path"])
-            if path in seen_path:
+            if (host, path) in seen_path:
                 self.problems.append(f.diag(base + ("path",), f"pool path {path} is already the path of pool "
-                                                              f"{seen_path[path]}; expected one pool per directory"))
+                                                              f"{seen_path[(host, path)]}; expected one pool per "
+                                                              "directory"))
                 continue
-            seen_path[path] = repr(name)
-            pools.append(PoolSpec(name=name, path=path, origin=where))
+            seen_path[(host, path)] = repr(name)
+            pools.append(PoolSpec(name=name, path=path, origin=where, host=host))
         return pools
 
     def _networks(self) -> list[NetworkSpec]:
         networks: list[NetworkSpec] = []
-        for f, base, where, name, item in self._declared("networks", "network"):
+        for f, base, where, name, item, host in self._declared("networks", "network"):
             if "dhcp" in item and "ip" not in item:
                 self.problems.append(f.diag(base + ("dhcp",), "a DHCP range needs the network's own address; "
                                                               "expected 'ip' too"))
@@ -156,8 +167,8 @@ class ModelBuilder:
             dhcp = item.get("dhcp") or {}
             net = NetworkSpec(name=name, origin=where, mode=item.get("mode", "isolated"), bridge=item.get("bridge"),
                               ip=item.get("ip"), netmask=item.get("netmask"), dhcp_start=dhcp.get("start"),
-                              dhcp_end=dhcp.get("end"))
-            clash = self._network_clash(net, networks)
+                              dhcp_end=dhcp.get("end"), host=host)
+            clash = self._network_clash(net, [n for n in networks if n.host == host])
             if clash:
                 self.problems.append(f.diag(base + (clash[0],), clash[1]))
                 continue
@@ -180,17 +191,16 @@ class ModelBuilder:
         return None
 
     def _images(self) -> None:
-        for f, base, where, name, item in self._declared("images", "image"):
+        for f, base, where, name, item, host in self._declared("images", "image"):
             pool = item.get("pool", "default")
             self.seen.references.append(("pools", pool, Origin(f.path, *f.mark(base + ("pool",)))))
             source = item["source"]
             if "://" not in source:
                 # Not checked here: once imported, an image no longer needs its source.
                 source = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(f.path)), source))
-            self.images[name] = ImageSpec(name=name, pool=pool, source=source, origin=where,
-                                          format=item.get("format", "qcow2"),
-                                          sha256=item.get("sha256", "").lower() or None,
-                                          refresh=item.get("refresh", False))
+            self.images_on.setdefault(host, {})[name] = ImageSpec(
+                name=name, pool=pool, source=source, origin=where, format=item.get("format", "qcow2"),
+                sha256=item.get("sha256", "").lower() or None, refresh=item.get("refresh", False), host=host)
             self.image_volumes[(pool, name)] = f"image {name!r}"
 
     def _domains(self) -> list[DomainSpec]:
@@ -251,7 +261,17 @@ class ModelBuilder:
                     self.seen.domains[name] = str(copy.origin)
                     if bad:
                         continue
-                    domain = DomainReader(copy, self.project, self.images, self.seen, self.problems, self.networks).read()
+                    host = None
+                    if "host" in copy.data:
+                        f_host, path_host = copy.where(("host",))
+                        host = self.placement.known_host(copy.data["host"], f_host, path_host, resource=name)
+                        if host == UNKNOWN:
+                            continue
+                    images = {**self.images_on.get(None, {}), **self.images_on.get(host, {})}
+                    nets = {n.name: n for n in self.networks if n.host is None}
+                    nets.update({n.name: n for n in self.networks if n.host == host and host is not None})
+                    domain = DomainReader(copy, self.project, images, self.seen, self.problems, nets,
+                                          host=host).read()
                     if domain is not None:
                         domains.append(domain)
                 if item.get("count", 1) != 1:

@@ -53,9 +53,10 @@ class DomainReader:
     """Reads one domain; `read` returns None when anything about it is wrong."""
 
     def __init__(self, item: Located, project: str, images: dict[str, ImageSpec], seen: Seen,
-                 problems: list[Diagnostic], networks: dict[str, NetworkSpec] | None = None):
+                 problems: list[Diagnostic], networks: dict[str, NetworkSpec] | None = None,
+                 host: str | None = None):
         self.item, self.data, self.images, self.seen, self.problems = item, item.data, images, seen, problems
-        self.project, self.networks = project, networks or {}
+        self.project, self.networks, self.host = project, networks or {}, host
         self.name: str = item.data["name"]
         devices = list(self.data.get("disks", [])) + list(self.data.get("cdroms", []))
         self.explicit = {x["target"] for x in devices if x.get("target")}
@@ -103,7 +104,7 @@ class DomainReader:
             max_vcpus=data.get("max_vcpus"), state=State(data.get("state", "running")),
             stop_timeout=float(data.get("stop_timeout", DEFAULT_STOP_TIMEOUT)), seed=seed,
             hostname=data.get("hostname"), guest_agent=access.guest_agent, ready=access.ready, groups=access.groups,
-            vars=access.vars, ssh_user=access.ssh_user, ssh_port=access.ssh_port)
+            vars=access.vars, ssh_user=access.ssh_user, ssh_port=access.ssh_port, host=self.host)
 
     def size(self, path: Path_, whole_mib: bool, limit: int) -> int | None:
         value = at(self.data, path)

@@ -1,0 +1,359 @@
+"""Many hosts in one run: every host the specs use is connected to, read and planned at
+once; each is changed under its own lock with its own parallelism, so a slow host never
+holds up another; and a host that cannot be reached, or is lost mid-run, fails only its
+own part while every other host's work completes.
+
+Locks are taken in one order on every run (the default connection first, then the named
+hosts by name), so two runs over overlapping hosts never wait for each other in a circle.
+A domain whose spec moved it to another host is destroyed on the old host before it is
+created on the new one: the hosts it leaves run first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import dataclasses
+import time
+from typing import Any
+
+from ..apply.executor import execute
+from ..apply.lock import RunLock, clear_stale
+from ..errors import ReconcileError
+from ..model import ActionKind, ApplyResult, Desired, Observed, Plan, ResourceKind, State, Status
+from ..plan import Options
+from ..spec.formats import closest
+from . import render
+from .output import Output, Progress
+from .parser import EXIT_CHANGES, EXIT_ERROR, EXIT_OK, default_uri
+
+
+@dataclasses.dataclass
+class Target:
+    """One host of the run: its part of the specs, its connection, and how it went."""
+
+    name: str | None  # None: the default connection
+    uri: str
+    desired: Desired
+    host: Any  # LibvirtHost
+    observed: Observed | None = None
+    plan: Plan | None = None
+    result: ApplyResult | None = None
+    error: str = ""  # why it could not be read or changed: its part did not run
+    readiness: tuple = ()  # with --wait: each started domain's verdict
+    moves: Options = dataclasses.field(default_factory=Options)
+
+    @property
+    def label(self) -> str:
+        return self.name or render.DEFAULT_HOST
+
+
+def many_hosts(desired: Desired, args: argparse.Namespace) -> bool:
+    """Whether this run goes through the many-hosts path: the specs declare hosts, or the
+    command line picks some."""
+    return bool(desired.hosts) or bool(getattr(args, "host", None))
+
+
+def targets_of(desired: Desired, args: argparse.Namespace, connect) -> list[Target]:
+    """The hosts of this run, in lock order, each with its part of the specs; `--host`
+    keeps some (unknown names are an error, with the closest one)."""
+    declared = {h.name: h.uri for h in desired.hosts}
+    default = default_uri(args.connect)
+    for name, uri in declared.items():
+        if uri == default and desired.on_host(None).domains:
+            raise ReconcileError(f"host {name!r} is {uri}, which is also the default connection: one daemon under "
+                                 "two names would show its domains twice; place those domains on "
+                                 f"host {name!r}, or connect elsewhere by default (-c)")
+    used = desired.hosts_used()
+    wanted = getattr(args, "host", None) or []
+    for name in wanted:
+        if name != render.DEFAULT_HOST and name not in declared:
+            close = closest(name, list(declared) + [render.DEFAULT_HOST])
+            hint = f"; did you mean {close!r}?" if close else ""
+            raise ReconcileError(f"--host {name}: no such host in the specs{hint} (hosts: "
+                                 f"{', '.join([render.DEFAULT_HOST, *sorted(declared)])})")
+    if wanted:
+        used = [h for h in used if (h or render.DEFAULT_HOST) in wanted]
+    out = []
+    for name in used:
+        uri = default if name is None else declared[name]
+        out.append(Target(name, uri, desired.on_host(name), connect(uri)))
+    return out
+
+
+def each(targets: list[Target], work, *args) -> None:
+    """`work(target, *args)` for every target at once; an error of one host is kept as
+    that host's, never raised past the others."""
+    def guarded(t: Target) -> None:
+        try:
+            work(t, *args)
+        except ReconcileError as exc:
+            t.error = str(exc)
+
+    live = [t for t in targets if not t.error]
+    if len(live) == 1:
+        guarded(live[0])
+        return
+    with cf.ThreadPoolExecutor(max_workers=max(1, len(live)), thread_name_prefix="reconcile-host") as pool:
+        list(pool.map(guarded, live))
+
+
+def find_moves(targets: list[Target], desired: Desired) -> None:
+    """The domains of the project found on another host than their spec names: the target
+    they go to learns where they are, the one they leave that they are leaving."""
+    where: dict[str, Target] = {}
+    for t in targets:
+        if t.observed is not None:
+            for name, dom in t.observed.domains.items():
+                if dom.ownership is not None and dom.ownership.project == desired.project:
+                    where.setdefault(name, t)
+    for t in targets:
+        elsewhere = {}
+        for d in t.desired.domains:
+            there = where.get(d.name)
+            if there is not None and there is not t and d.state is not State.ABSENT and \
+                    (t.observed is None or d.name not in t.observed.domains):
+                elsewhere[d.name] = there.label
+                there.moves = dataclasses.replace(there.moves, moving_out={**there.moves.moving_out,
+                                                                           d.name: t.label})
+        t.moves = dataclasses.replace(t.moves, elsewhere=elsewhere)
+
+
+def run_many(args: argparse.Namespace, desired: Desired, console: Output, connect, observe_for, plan_from) -> int:
+    """plan, apply, destroy and rebuild over every host of the run."""
+    targets = targets_of(desired, args, connect)
+    for t in targets:
+        t.host.connect_early()
+    acting = args.command == "destroy" or (args.command in ("apply", "rebuild") and not args.dry_run)
+    try:
+        def read(t: Target) -> None:
+            removed = _clear(t, desired)
+            if removed:
+                console.note(f"[{t.label}] {removed}")
+            t.observed = observe_for(args, t.desired, t.host)
+
+        each(targets, read)
+        if args.command != "destroy":
+            find_moves(targets, desired)
+        each(targets, lambda t: setattr(t, "plan", plan_from(args, t.desired, t.observed, t.moves)))
+        if not acting:
+            show_plans(targets, console, desired)
+            return _plan_exit(targets, args)
+        return _apply_many(targets, args, desired, console, observe_for, plan_from)
+    finally:
+        for t in targets:
+            t.host.close()
+
+
+def _clear(t: Target, desired: Desired) -> str | None:
+    from ..errors import HostUnavailable
+
+    try:
+        return clear_stale(t.host, desired.project)
+    except HostUnavailable:
+        raise
+    except ReconcileError as exc:  # a read-only connection: the plan itself still works
+        return f"a stale lock could not be removed: {exc}"
+
+
+def _plan_exit(targets: list[Target], args: argparse.Namespace) -> int:
+    plans = [t.plan for t in targets if t.plan is not None and not t.error]
+    changes = any(not p.empty for p in plans)
+    if any(p.refusals for p in plans):
+        return EXIT_ERROR
+    if getattr(args, "detailed_exitcode", False) and changes:
+        return EXIT_CHANGES  # said even with a host unreadable: changes wait elsewhere
+    return EXIT_ERROR if any(t.error for t in targets) else EXIT_OK
+
+
+def show_plans(targets: list[Target], console: Output, desired: Desired, results: bool = False) -> None:
+    """Each host's plan (or why it could not be read), one after another, in lock order."""
+    if console.json:
+        console.out(render.dumps(many_json(targets, desired, results)))
+        return
+    if results:
+        return
+    for t in targets:
+        if t.error:
+            console.out(f"Host {t.label} ({t.uri}) could not be read: {t.error}")
+        elif console.args.quiet:
+            console.out(f"{t.label}: {render.plan_summary(t.plan)}")
+        else:
+            console.out(render.plan_text(t.plan, verbose=console.args.verbose, host=t.label))
+
+
+def many_json(targets: list[Target], desired: Desired, results: bool) -> dict[str, Any]:
+    """One document for the whole run: every host's actions, notes and results, each with
+    its host, and per host whether it could be read and its recap."""
+    default = next((t.uri for t in targets if t.name is None), targets[0].uri if targets else "")
+    doc: dict[str, Any] = {"format_version": render.FORMAT_VERSION, "kind": "apply" if results else "plan",
+                           "project": desired.project, "uri": default, "changes_pending": False, "drift": False,
+                           "actions": [], "notes": [], "pending": [], "hosts": []}
+    if results:
+        doc.update(results=[], wall_time=0.0, connection_lost=False)
+    totals = {"applied": 0, "unchanged": 0, "failed": 0, "skipped": 0}
+    for t in targets:
+        entry: dict[str, Any] = {"name": t.label, "uri": t.uri, "available": not t.error and t.plan is not None}
+        if t.error:
+            entry["error"] = t.error
+        if t.plan is not None:
+            part = render.apply_json(t.result, t.label) if results and t.result is not None \
+                else render.plan_json(t.plan, t.label)
+            for key in ("actions", "notes", "pending"):
+                doc[key] += part[key]
+            doc["changes_pending"] |= part["changes_pending"]
+            doc["drift"] |= part["drift"]
+            entry["changes_pending"] = part["changes_pending"]
+            if results and t.result is not None:
+                doc["results"] += part["results"]
+                doc["wall_time"] = max(doc["wall_time"], part["wall_time"])
+                doc["connection_lost"] |= part["connection_lost"]
+                entry["recap"] = part["recap"]
+                entry["ok"] = part["ok"] and not t.error
+                for k, n in part["recap"].items():
+                    totals[k] += n
+        if results and entry.get("ok") is None:
+            entry["ok"] = False
+        doc["hosts"].append(entry)
+    if results:
+        doc["recap"] = totals
+        doc["ok"] = all(h["ok"] for h in doc["hosts"])
+        ready = [(t.label, r) for t in targets for r in t.readiness]
+        if ready:
+            from .lab import readiness_json
+
+            doc["readiness"] = [{**readiness_json(r), "host": label} for label, r in ready]
+            doc["ok"] = doc["ok"] and all(r.ready for _, r in ready)
+    return doc
+
+
+def _apply_many(targets: list[Target], args: argparse.Namespace, desired: Desired, console: Output,
+                observe_for, plan_from) -> int:
+    if not console.quiet_apply:
+        show_plans(targets, console, desired)
+    changing = [t for t in targets if not t.error and (args.command == "rebuild" or t.plan.actions or args.break_lock)]
+    locks: dict[int, RunLock] = {}
+    started = time.monotonic()
+    try:
+        for t in changing:  # in lock order: never two runs waiting on each other in a circle
+            lock = RunLock(t.host, desired.project, command=f"reconcile {args.command}",
+                           on_wait=lambda text, t=t: console.note(f"[{t.label}] {text}"))
+            try:
+                lock.acquire(timeout=args.lock_timeout, break_lock=args.break_lock)
+            except ReconcileError as exc:
+                t.error = str(exc)
+                continue
+            locks[id(t)] = lock
+        held = [t for t in changing if id(t) in locks]
+
+        # Planned again under the locks, so each plan sees what a run that held one left.
+        def replan(t: Target) -> None:
+            t.observed = observe_for(args, t.desired, t.host)
+
+        each(held, replan)
+        if args.command != "destroy":
+            find_moves(targets, desired)
+        each(held, lambda t: setattr(t, "plan", plan_from(args, t.desired, t.observed, t.moves)))
+        if held and not console.quiet_apply:
+            console.info(f"Applying on {len(held)} host{'s' if len(held) != 1 else ''} ({args.parallel} at a time "
+                         "on each):")
+
+        def run(t: Target) -> None:
+            plan = t.plan
+            gone = _left_behind(t, targets)
+            if gone:
+                plan = _without(plan, gone)
+            with Progress(console, len(plan.actions), live=False, prefix=f"[{t.label}] ") as progress:
+                waiting = None
+                if getattr(args, "wait", False):
+                    from .lab import ApplyWait
+
+                    waiting = ApplyWait(args, t.desired, plan, t.host, progress.line)
+
+                def finished(result) -> None:
+                    progress.finished(result)
+                    if waiting is not None:
+                        waiting.finished(result)
+
+                t.result = execute(plan, t.host, parallel=args.parallel, force=getattr(args, "force", False),
+                                   on_result=finished, on_start=progress.started)
+                lock = locks.pop(id(t), None)
+                if lock is not None:  # waiting changes nothing: the lock goes first
+                    lock.release()
+                if waiting is not None:
+                    t.readiness = waiting.finish()
+            if t.result.connection_lost:
+                t.error = f"lost the connection to libvirtd at {t.uri} during {args.command}"
+
+        # The hosts domains move away from go first: a domain is destroyed there before it
+        # is created on its new host.
+        leaving = [t for t in held if any(a.kind is ActionKind.DESTROY and a.name in t.moves.moving_out
+                                          for a in t.plan.actions)]
+        each(leaving, run)
+        each([t for t in held if t not in leaving], run)
+    finally:
+        for lock in locks.values():
+            lock.release()
+    wall = time.monotonic() - started
+    for t in targets:  # a host with nothing to do: its plan's notes are its recap
+        if t.result is None and t.plan is not None and not t.error:
+            t.result = ApplyResult(t.plan, ())
+    return _report(targets, args, desired, console, wall)
+
+
+def _left_behind(t: Target, targets: list[Target]) -> set[str]:
+    """The domains moving here whose old host did not let them go (it failed or could not
+    be reached): they are not created here, so no domain runs twice."""
+    out = set()
+    by_label = {x.label: x for x in targets}
+    for name, there in t.moves.elsewhere.items():
+        old = by_label.get(there)
+        if old is None or old.error or old.result is None or not _removed(old.result, name):
+            out.add(name)
+    return out
+
+
+def _removed(result: ApplyResult, name: str) -> bool:
+    return any(r.action.resource is ResourceKind.DOMAIN and r.action.name == name
+               and r.action.kind is ActionKind.DESTROY and r.status in (Status.APPLIED, Status.UNCHANGED)
+               for r in result.results)
+
+
+def _without(plan: Plan, names: set[str]) -> Plan:
+    """The plan without the actions of these domains and what depends on them."""
+    dropped = {a.id for a in plan.actions if a.resource is ResourceKind.DOMAIN and a.name in names}
+    for a in plan.actions:  # in order: what an action depends on comes before it
+        if dropped.intersection(a.depends_on):
+            dropped.add(a.id)
+    return dataclasses.replace(plan, actions=tuple(a for a in plan.actions if a.id not in dropped))
+
+
+def _report(targets: list[Target], args: argparse.Namespace, desired: Desired, console: Output, wall: float) -> int:
+    if console.json:
+        show_plans(targets, console, desired, results=True)
+    else:
+        for t in targets:
+            if t.result is not None:
+                for note in t.plan.refusals:
+                    console.err(f"refused: [{t.label}] {note.resource.value} {note.name}: {note.message}")
+                console.out(f"Recap {t.label}: " + render.apply_recap(t.result).removeprefix("Recap: "))
+            if t.error:
+                console.err(f"error: host {t.label} ({t.uri}): {t.error}; its part of the run did not complete: "
+                            "run the same command again once it answers")
+        totals = {"applied": 0, "unchanged": 0, "failed": 0, "skipped": 0}
+        for t in targets:
+            if t.result is not None:
+                for k, n in render.recap_counts(t.result).items():
+                    totals[k] += n
+        down = sum(1 for t in targets if t.error)
+        console.out("Recap: " + ", ".join(f"{n} {k}" for k, n in totals.items()) + f" on {len(targets)} host"
+                    f"{'s' if len(targets) != 1 else ''}" + (f" ({down} unavailable)" if down else "")
+                    + f" in {wall:.1f}s")
+    ready = [r for t in targets for r in t.readiness]
+    if ready and not console.json:
+        from .lab import readiness_recap
+
+        console.out(readiness_recap(tuple(ready), args.wait_timeout))
+    ok = all(not t.error and (t.result is None or t.result.ok) for t in targets) and all(r.ready for r in ready)
+    return EXIT_OK if ok else EXIT_ERROR
+
