@@ -39,7 +39,7 @@ def spec_dir(tmp_path):
 @pytest.mark.parametrize("args", [
     ("plan", "--detailed-exitcode", "--parallel", "3"),
     ("plan", "-o", "yaml"),
-    ("plan", "--out", "F"),  # once read as --output F
+    ("apply", "--out", "F"),  # once read as --output F (plan has --out; apply does not)
     ("apply", "--parallel", "abc"),
     ("apply", "--parallel", "0"),
     ("apply", "--lock-timeout", "-5"),

@@ -14,8 +14,10 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import uuid as uuid_mod
 import xml.etree.ElementTree as ET
 
+import libvirt
 import pytest
 
 from .conftest import wait_for_console
@@ -46,6 +48,7 @@ def lab_spec(lab, images, greeting: str, state: str = "running") -> str:
               user_data:
                 runcmd:
                   - [echo, {greeting}]
+                password: {{env: RCTEST_LAB_PASS}}
             console: {{log: {lab.console_log('vm')}}}
             interfaces: [{{network: {lab.name}-net}}]
             state: {state}
@@ -74,8 +77,21 @@ def stop_results(proc) -> dict[str, dict]:
     return {actions[r["id"]]["name"]: r for r in doc["results"] if actions[r["id"]]["action"] == "stop"}
 
 
-def test_lab_guest_boots_reads_its_seed_stops_and_survives_a_rebuild(lab, guest_images, tmp_path):
+def test_lab_guest_boots_reads_its_seed_stops_and_survives_a_rebuild(lab, guest_images, tmp_path, monkeypatch):
     vm_log, deaf_log = lab.console_log("vm"), lab.console_log("deaf")
+    # The seed's password comes from the environment: the guest prints it (it prints its
+    # user-data); no output of any command, no plan file and no metadata may hold it.
+    secret = f"pw-{uuid_mod.uuid4().hex}"
+    monkeypatch.setenv("RCTEST_LAB_PASS", secret)
+    said: list[str] = []
+    cli = lab.cli
+
+    def recorded(*args, **kwargs):
+        proc = cli(*args, **kwargs)
+        said.append(proc.stdout + proc.stderr)
+        return proc
+
+    monkeypatch.setattr(lab, "cli", recorded)
     # A qcow2 base, as cloud images are: an overlay that read it as raw would not boot.
     qcow2 = tmp_path / "guest.qcow2"
     subprocess.run(["qemu-img", "convert", "-q", "-O", "qcow2", str(guest_images["acpi"]), str(qcow2)], check=True)
@@ -110,6 +126,26 @@ def test_lab_guest_boots_reads_its_seed_stops_and_survives_a_rebuild(lab, guest_
     # Converged: the seed, the overlays and the consoles read back as the spec says.
     again = lab.cli("plan", "--detailed-exitcode")
     assert again.returncode == 0, again.stdout + again.stderr
+
+    # The secret reached the guest, and nothing else: outputs, a plan file, the domain's
+    # XML (its metadata), the seed volume readable by its owner only.
+    assert f"rcguest: user-data: password: {secret}" in log
+    plan_file = tmp_path / "p.json"
+    lab.cli("plan", "--out", str(plan_file), "-o", "json", check=0)
+    lab.cli("status", "-o", "json", check=0)
+    said.append(plan_file.read_text())
+    vm = lab.conn.lookupByName(lab.dom("vm"))
+    said += [vm.XMLDesc(0), vm.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)]
+    seed_file = lab.pool_path / f"{lab.dom('vm')}-cidata.iso"
+    assert secret.encode() in seed_file.read_bytes()
+    assert seed_file.stat().st_mode & 0o777 == 0o600
+    monkeypatch.delenv("RCTEST_LAB_PASS")
+    missing = lab.cli("plan")
+    assert missing.returncode == 1
+    assert "the environment variable RCTEST_LAB_PASS is not set" in missing.stderr, missing.stderr
+    assert "lab.yaml:" in missing.stderr  # where the reference is
+    monkeypatch.setenv("RCTEST_LAB_PASS", secret)
+    assert not [text for text in said if secret in text]
 
     # 2. New user-data: the seed is rebuilt, and the running guest is left alone (on_change
     # defaults to defer); every later plan shows the new instance-id as pending a restart.
@@ -198,3 +234,4 @@ def test_lab_guest_boots_reads_its_seed_stops_and_survives_a_rebuild(lab, guest_
     assert lab.conn.lookupByName(lab.dom("deaf")).UUIDString() == deaf_uuid
     after = lab.cli("plan", "--detailed-exitcode")
     assert after.returncode == 0, after.stdout + after.stderr
+    assert not [text for text in said if secret in text]

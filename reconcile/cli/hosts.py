@@ -119,8 +119,10 @@ def find_moves(targets: list[Target], desired: Desired) -> None:
         t.moves = dataclasses.replace(t.moves, elsewhere=elsewhere)
 
 
-def run_many(args: argparse.Namespace, desired: Desired, console: Output, connect, observe_for, plan_from) -> int:
-    """plan, apply, destroy and rebuild over every host of the run."""
+def run_many(args: argparse.Namespace, desired: Desired, console: Output, connect, observe_for, plan_from,
+             reviewed=None) -> int:
+    """plan, apply, destroy and rebuild over every host of the run; `reviewed`: the plan
+    file `apply FILE` applies, which the hosts must still match (see `reviewed`)."""
     targets = targets_of(desired, args, connect)
     for t in targets:
         t.host.connect_early()
@@ -138,11 +140,32 @@ def run_many(args: argparse.Namespace, desired: Desired, console: Output, connec
         each(targets, lambda t: setattr(t, "plan", plan_from(args, t.desired, t.observed, t.moves)))
         if not acting:
             show_plans(targets, console, desired)
+            if getattr(args, "out", None):
+                from . import reviewed as plan_file
+
+                plan_file.write(args.out, args, desired, targets, many_json(targets, desired, results=False),
+                                plans_text(targets, verbose=True))
+                console.note(f"plan written to {args.out}: `reconcile apply {args.out}` applies exactly this plan")
             return _plan_exit(targets, args)
-        return _apply_many(targets, args, desired, console, observe_for, plan_from)
+        if reviewed is not None and _refused(reviewed, targets, console):
+            return EXIT_ERROR
+        return _apply_many(targets, args, desired, console, observe_for, plan_from, reviewed)
     finally:
         for t in targets:
             t.host.close()
+
+
+def _refused(reviewed, targets: list[Target], console: Output) -> bool:
+    """Whether the hosts moved away from the reviewed plan (then said, and nothing is done)."""
+    from . import reviewed as plan_file
+
+    problems = plan_file.host_changes(reviewed, targets)
+    if problems:
+        message = plan_file.refusal(reviewed, problems)
+        if console.json:
+            console.out(render.dumps(render.error_json("apply", "stale plan", message)))
+        console.err(message)
+    return bool(problems)
 
 
 def _clear(t: Target, desired: Desired) -> str | None:
@@ -173,13 +196,17 @@ def show_plans(targets: list[Target], console: Output, desired: Desired, results
         return
     if results:
         return
-    for t in targets:
-        if t.error:
-            console.out(f"Host {t.label} ({t.uri}) could not be read: {t.error}")
-        elif console.args.quiet:
-            console.out(f"{t.label}: {render.plan_summary(t.plan)}")
-        else:
-            console.out(render.plan_text(t.plan, verbose=console.args.verbose, host=t.label))
+    if console.args.quiet:
+        for t in targets:
+            console.out(f"Host {t.label} ({t.uri}) could not be read: {t.error}" if t.error
+                        else f"{t.label}: {render.plan_summary(t.plan)}")
+        return
+    console.out(plans_text(targets, verbose=console.args.verbose))
+
+
+def plans_text(targets: list[Target], verbose: bool) -> str:
+    return "\n".join(f"Host {t.label} ({t.uri}) could not be read: {t.error}" if t.error
+                     else render.plan_text(t.plan, verbose=verbose, host=t.label) for t in targets)
 
 
 def many_json(targets: list[Target], desired: Desired, results: bool) -> dict[str, Any]:
@@ -228,7 +255,7 @@ def many_json(targets: list[Target], desired: Desired, results: bool) -> dict[st
 
 
 def _apply_many(targets: list[Target], args: argparse.Namespace, desired: Desired, console: Output,
-                observe_for, plan_from) -> int:
+                observe_for, plan_from, reviewed=None) -> int:
     if not console.quiet_apply:
         show_plans(targets, console, desired)
     changing = [t for t in targets if not t.error and (args.command == "rebuild" or t.plan.actions or args.break_lock)]
@@ -254,6 +281,8 @@ def _apply_many(targets: list[Target], args: argparse.Namespace, desired: Desire
         if args.command != "destroy":
             find_moves(targets, desired)
         each(held, lambda t: setattr(t, "plan", plan_from(args, t.desired, t.observed, t.moves)))
+        if reviewed is not None and _refused(reviewed, targets, console):  # what counts: read under the locks
+            return EXIT_ERROR
         if held and not console.quiet_apply:
             console.info(f"Applying on {len(held)} host{'s' if len(held) != 1 else ''} ({args.parallel} at a time "
                          "on each):")

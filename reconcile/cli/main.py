@@ -25,6 +25,7 @@ from ..model import Plan
 from ..plan import Options, plan_destroy, plan_rebuild
 from ..plan import plan as make_plan
 from . import render
+from . import reviewed as plan_file
 from .hosts import many_hosts, run_many
 from .output import Output, Progress
 from .parser import EXIT_CHANGES, EXIT_ERROR, EXIT_OK, UsageError, _wants_json, default_uri, parse
@@ -94,26 +95,39 @@ def _few_collections() -> Iterator[None]:
 def run(args: argparse.Namespace, console: Output) -> int:
     if args.command == "export":
         return export(args, console)
+    if args.command == "show":
+        return show(args, console)
     if args.command == "validate":
-        return validate(specs.load(args.paths, project=args.project), console)
+        return validate(specs.load(args.paths, project=args.project, resolve_secrets=False), console)
 
     from ..host import LibvirtHost  # imported late: validate works without libvirt
 
+    reviewed = None
+    if args.command == "apply" and len(args.paths) == 1 and plan_file.is_plan_file(args.paths[0]):
+        reviewed = plan_file.read(args.paths[0])
+        args.paths = list(reviewed.paths)
+        for option, value in reviewed.options.items():  # the plan's, whatever this command line says
+            if option != "project" or args.project is None:
+                setattr(args, option, value)
     host = LibvirtHost(default_uri(args.connect))
     try:
         host.connect_early()  # the connection opens while the specs load
         if args.command == "rebuild":
             args.paths, args.names = split_names(args.paths)
-        desired = specs.load(args.paths, project=args.project)
+        # secrets are read only by the commands that build or compare seeds
+        desired = specs.load(args.paths, project=args.project,
+                             resolve_secrets=args.command in ("plan", "apply", "rebuild"))
         if args.command == "rebuild":
             check_names(args.names, args.paths, desired)
-        if many_hosts(desired, args):
+        if reviewed is not None and (problems := plan_file.spec_changes(reviewed, desired)):
+            raise ReconcileError(plan_file.refusal(reviewed, problems))
+        if many_hosts(desired, args) or reviewed is not None or getattr(args, "out", None):
             host.close()  # each host opens its own connection, the default one too if the run uses it
             if args.command in LAB_COMMANDS:
                 from .lab import run_lab_many
 
                 return run_lab_many(args, desired, console, LibvirtHost)
-            return run_many(args, desired, console, LibvirtHost, observe_for, plan_from)
+            return run_many(args, desired, console, LibvirtHost, observe_for, plan_from, reviewed)
         if args.command in LAB_COMMANDS:
             from .lab import run_lab
 
@@ -333,6 +347,18 @@ def lost_connection_message(result, uri: str, command: str) -> str:
     return (f"error: lost the connection to libvirtd at {uri} during {command}: {done}. Every action re-checks "
             "the host before it acts: run the same command again once libvirtd answers, and it finishes what is "
             "left.")
+
+
+def show(args: argparse.Namespace, console: Output) -> int:
+    """A plan file as it was reviewed: its text, or with -o json the plan's JSON document."""
+    reviewed = plan_file.read(args.file)
+    if console.json:
+        console.out(render.dumps(reviewed.document))
+        return EXIT_OK
+    hosts = ", ".join(f"{h.name} ({h.uri})" for h in reviewed.hosts)
+    console.out(f"# {args.file}: project {reviewed.project}, reconcile {reviewed.version}, hosts {hosts}")
+    console.out(reviewed.text)
+    return EXIT_OK
 
 
 def export(args: argparse.Namespace, console: Output) -> int:

@@ -32,6 +32,7 @@ COMMANDS = {
     "inventory": "print an Ansible inventory of the domains",
     "ssh-config": "print ssh_config Host blocks for the domains",
     "export": "print the spec YAML of existing domains",
+    "show": "print a plan file written by plan --out",
     "schema": "print the JSON Schema of spec files (for editors and other tools)",
 }
 
@@ -70,7 +71,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     for name, text in COMMANDS.items():
         if only is None or name == only:
             built[name] = sub.add_parser(name, help=text)
-            if name not in ("export", "schema"):
+            if name not in ("export", "schema", "show"):
                 _common_options(built[name])
     parser.set_defaults(subparsers=built)
 
@@ -78,6 +79,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     if p:
         p.add_argument("--detailed-exitcode", action="store_true", help="exit 2 when changes are pending, 0 when none")
         p.add_argument("--prune", action="store_true", help="include removing managed domains no spec mentions")
+        p.add_argument("--out", metavar="FILE",
+                       help="also write the plan to FILE, for review: `reconcile apply FILE` applies exactly it, "
+                            "or refuses if the host or the specs changed since")
     if a:
         a.add_argument("--prune", action="store_true", help="remove managed domains of this project that no spec mentions")
     for sp in filter(None, (p, a)):
@@ -125,6 +129,11 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                        help="text: the spec as YAML (default); json: the same spec as JSON")
         e.add_argument("names", nargs="+", metavar="DOMAIN", help="names of domains on the host")
         e.set_defaults(quiet=False)
+    if built.get("show"):
+        built["show"].add_argument("-o", "--output", choices=("text", "json"), default="text",
+                                   help="text: the plan as it was shown (default); json: its JSON document")
+        built["show"].add_argument("file", metavar="FILE", help="a plan file written by `reconcile plan --out`")
+        built["show"].set_defaults(quiet=False, verbose=False)
     if built.get("schema"):
         built["schema"].add_argument("-o", "--output", choices=("text", "json"), default="json",
                                      help="the schema is JSON either way; accepted like every command's")

@@ -27,14 +27,20 @@ def is_dir_pool(xml: str) -> bool:
     return ET.fromstring(xml).get("type") == "dir"
 
 
-def volume_xml(name: str, capacity: int, fmt: str, backing: tuple[str, str] | None = None) -> str:
+def volume_xml(name: str, capacity: int, fmt: str, backing: tuple[str, str] | None = None,
+               private: bool = False) -> str:
     """A volume of `capacity` bytes in format `fmt`, allocated as it is written; with
-    `backing` (path, format), a copy-on-write overlay on that file."""
+    `backing` (path, format), a copy-on-write overlay on that file; `private`: readable by
+    its owner only (the daemon's user; libvirt hands it to the hypervisor while a domain
+    uses it), for a seed, which may hold secrets."""
     root = ET.Element("volume")
     ET.SubElement(root, "name").text = name
     ET.SubElement(root, "capacity", {"unit": "bytes"}).text = str(capacity)
     ET.SubElement(root, "allocation", {"unit": "bytes"}).text = "0"
-    ET.SubElement(ET.SubElement(root, "target"), "format", {"type": fmt})
+    target = ET.SubElement(root, "target")
+    ET.SubElement(target, "format", {"type": fmt})
+    if private:
+        ET.SubElement(ET.SubElement(target, "permissions"), "mode").text = "0600"
     if backing is not None:
         store = ET.SubElement(root, "backingStore")
         ET.SubElement(store, "path").text = backing[0]

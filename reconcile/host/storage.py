@@ -182,11 +182,12 @@ class Storage(Connection):
         with wrapped(f"read volume {pool_name}/{name}"):
             return imagehead.parse(self._download(vol, imagehead.HEAD_BYTES, imagehead.HEAD_BYTES) or b"")
 
-    def write_volume(self, pool_name: str, name: str, data: bytes) -> None:
-        """Make the volume hold exactly `data` (a seed ISO): created anew at its size."""
+    def write_volume(self, pool_name: str, name: str, data: bytes, private: bool = False) -> None:
+        """Make the volume hold exactly `data` (a seed ISO): created anew at its size;
+        `private`: readable by root (the daemon's user) and the hypervisor only."""
         if self._volume(pool_name, name) is not None:
             self.delete_volume(pool_name, name)
-        vol = self._create(pool_name, name, storage.volume_xml(name, len(data), "raw"))
+        vol = self._create(pool_name, name, storage.volume_xml(name, len(data), "raw", private=private))
         try:
             self._send(vol, io.BytesIO(data), f"write volume {pool_name}/{name}")
         except BaseException:

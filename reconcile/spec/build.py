@@ -29,8 +29,10 @@ from .source import TOP_KINDS, Path_, SpecFile
 MAX_COUNT = 1000  # as in the schema; checked again so that a huge count is never expanded
 
 
-def load(paths: Iterable[str], project: str | None = None) -> Desired:
-    """Load and check every spec file under `paths`; raise SpecError listing all problems."""
+def load(paths: Iterable[str], project: str | None = None, resolve_secrets: bool = True) -> Desired:
+    """Load and check every spec file under `paths`; raise SpecError listing all problems.
+    `resolve_secrets`: read the environment variables and files cloud-init secrets name
+    (see `secrets`); without it (validate) their form is checked and placeholders used."""
     paths = list(paths)
     files, problems = find_files(paths)
     parsed: list[SpecFile] = []
@@ -44,7 +46,7 @@ def load(paths: Iterable[str], project: str | None = None) -> Desired:
             continue
         problems.extend(_schema_problems(spec))
         parsed.append(spec)
-    desired = ModelBuilder(parsed, problems).run(project, paths)
+    desired = ModelBuilder(parsed, problems, resolve_secrets).run(project, paths)
     if problems:
         raise SpecError(problems)
     return desired
@@ -57,8 +59,8 @@ class ModelBuilder:
     counts, so that one mistake does not cascade into "undeclared" reports elsewhere.
     """
 
-    def __init__(self, files: list[SpecFile], problems: list[Diagnostic]):
-        self.files, self.problems = files, problems
+    def __init__(self, files: list[SpecFile], problems: list[Diagnostic], resolve_secrets: bool = True):
+        self.files, self.problems, self.resolve_secrets = files, problems, resolve_secrets
         self.declared: dict[str, dict[str, str]] = {}  # kind -> name -> where
         self.seen = Seen()  # names, volumes, MACs and references, across files
         self.layers: dict[tuple[str, Path_], Layer] = {}
@@ -271,7 +273,7 @@ class ModelBuilder:
                     nets = {n.name: n for n in self.networks if n.host is None}
                     nets.update({n.name: n for n in self.networks if n.host == host and host is not None})
                     domain = DomainReader(copy, self.project, images, self.seen, self.problems, nets,
-                                          host=host).read()
+                                          host=host, resolve_secrets=self.resolve_secrets).read()
                     if domain is not None:
                         domains.append(domain)
                 if item.get("count", 1) != 1:

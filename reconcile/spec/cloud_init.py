@@ -17,6 +17,7 @@ import yaml
 
 from ..errors import Diagnostic
 from ..model import Seed
+from . import secrets
 from .layers import Located
 from .schema import _kind
 from .source import Path_
@@ -25,8 +26,14 @@ MAX_FILE = 4 * 1024 * 1024  # cloud-init seeds are meant to be small
 
 
 def compose_seed(item: Located, domain: str, ci: dict[str, Any], pool: str, volume: str,
-                 problems: list[Diagnostic]) -> Seed | None:
-    """The seed of `domain`, or None (with the problems said) when a file cannot be had."""
+                 problems: list[Diagnostic], resolve_secrets: bool = True) -> Seed | None:
+    """The seed of `domain`, or None (with the problems said) when a file or a secret
+    cannot be had. Without `resolve_secrets` (validate), secrets are placeholders."""
+    before = len(problems)
+    ci = {k: (secrets.resolve(item, ("cloud_init", k), v, resolve_secrets, problems) if k != "pool" else v)
+          for k, v in ci.items()}
+    if len(problems) > before:
+        return None
     contents: dict[str, bytes] = {}
     for key, name, header in (("user_data", "user-data", "#cloud-config\n"),
                               ("network_config", "network-config", "")):
@@ -58,6 +65,8 @@ def compose_seed(item: Located, domain: str, ci: dict[str, Any], pool: str, volu
 
 
 def _content(item: Located, path: Path_, value: Any, header: str, problems: list[Diagnostic]) -> bytes | None:
+    if isinstance(value, bytes):  # a whole file from a secret: as it is
+        return value
     if isinstance(value, dict):
         return (header + yaml.safe_dump(value, sort_keys=False, default_flow_style=False)).encode()
     if "\n" in value:  # a block of text (`|`): the file's content as it is
@@ -70,13 +79,15 @@ def _meta_data(item: Located, ci: dict[str, Any], problems: list[Diagnostic]) ->
     path = ("cloud_init", "meta_data")
     if isinstance(value, dict):
         return dict(value)
-    data = value.encode() if "\n" in value else _read_beside(item, path, value, problems)
+    secret = isinstance(value, bytes)
+    data = value if secret else value.encode() if "\n" in value else _read_beside(item, path, value, problems)
     if data is None:
         return None
     try:
         meta = yaml.safe_load(data) or {}
-    except yaml.YAMLError as exc:
-        problems.append(item.diag(path, f"not valid YAML ({exc}); expected a YAML mapping"))
+    except yaml.YAMLError as exc:  # a secret's own words are never shown, not even in an error
+        problems.append(item.diag(path, "the secret is not valid YAML; expected a YAML mapping" if secret
+                                  else f"not valid YAML ({exc}); expected a YAML mapping"))
         return None
     if not isinstance(meta, dict):
         problems.append(item.diag(path, f"holds {_kind(meta)}; expected a YAML mapping"))

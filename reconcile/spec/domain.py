@@ -54,9 +54,10 @@ class DomainReader:
 
     def __init__(self, item: Located, project: str, images: dict[str, ImageSpec], seen: Seen,
                  problems: list[Diagnostic], networks: dict[str, NetworkSpec] | None = None,
-                 host: str | None = None):
+                 host: str | None = None, resolve_secrets: bool = True):
         self.item, self.data, self.images, self.seen, self.problems = item, item.data, images, seen, problems
         self.project, self.networks, self.host = project, networks or {}, host
+        self.resolve_secrets = resolve_secrets
         self.name: str = item.data["name"]
         devices = list(self.data.get("disks", [])) + list(self.data.get("cdroms", []))
         self.explicit = {x["target"] for x in devices if x.get("target")}
@@ -208,7 +209,7 @@ class DomainReader:
         volume = f"{self.name}-cidata.iso"
         self.use_volume(("cloud_init",), (pool, volume), f"the cloud-init seed of domain {self.name!r}",
                         "the seed to have its own volume")
-        seed = compose_seed(self.item, self.name, ci, pool, volume, self.problems)
+        seed = compose_seed(self.item, self.name, ci, pool, volume, self.problems, self.resolve_secrets)
         target = next_target("sd", self.used_targets | self.explicit)
         if target is None:
             self.problem(("cloud_init",), "no free sdX target is left for the seed's cdrom; expected at most 26 devices")
