@@ -218,9 +218,12 @@ def test_a_single_host_run_is_labelled_by_its_uri_and_a_host_down_is_said():
     assert "<strong>Could not be read:</strong> Connection refused | &lt;x&gt;" in html
 
 
-def test_an_empty_plan_says_no_changes():
+def test_an_empty_plan_says_no_changes_and_a_refusal_is_not_one():
     html, page = rendered(markdown.plan_document(Plan(project="tour", uri="test:///default")))
     assert "<strong>No changes.</strong>" in html and not page.tables and not page.details
+    refused = Plan(project="tour", uri="test:///default", notes=RACK2.notes[:1])
+    html, _ = rendered(markdown.plan_document(refused))
+    assert "No changes" not in html and "<strong>Refused:</strong> 1." in html
 
 
 def test_markdown_is_an_output_of_plan_apply_and_rebuild_only(tmp_path):

@@ -42,6 +42,8 @@ class HostPart(Protocol):
 
 @dataclass(frozen=True)
 class Part:
+    """A `HostPart` for a run on one host, labelled by its URI."""
+
     label: str
     uri: str
     plan: Plan | None = None
@@ -95,7 +97,7 @@ def _summary(parts: Sequence[HostPart], results: bool) -> str:
     counts = Counter(a.kind for plan in plans for a in plan.actions)
     refused = sum(len(plan.refusals) for plan in plans)
     pending = sum(len(plan.pending) for plan in plans)
-    if counts:
+    if counts or refused:  # as the text summary: a refusal is not "no changes"
         shown = [k for k in ActionKind if k is not ActionKind.RESET or counts.get(k)]
         out = ["**Plan:** " + ", ".join(f"{counts.get(k, 0)} to {k.value}" for k in shown) + "."]
     else:
