@@ -23,7 +23,7 @@ from ..errors import ReconcileError
 from ..model import ActionKind, ApplyResult, Desired, Observed, Plan, ResourceKind, State, Status
 from ..plan import Options
 from ..spec.formats import closest
-from . import render
+from . import markdown, render
 from .output import Output, Progress
 from .parser import EXIT_CHANGES, EXIT_ERROR, EXIT_OK, default_uri
 
@@ -191,6 +191,9 @@ def _plan_exit(targets: list[Target], args: argparse.Namespace) -> int:
 
 def show_plans(targets: list[Target], console: Output, desired: Desired, results: bool = False) -> None:
     """Each host's plan (or why it could not be read), one after another, in lock order."""
+    if console.markdown:  # one document, at the end: the plans, or the plans and their results
+        console.out(markdown.document(desired.project, targets, console.args.command if results else None))
+        return
     if console.json:
         console.out(render.dumps(many_json(targets, desired, results)))
         return
@@ -358,7 +361,7 @@ def _without(plan: Plan, names: set[str]) -> Plan:
 
 
 def _report(targets: list[Target], args: argparse.Namespace, desired: Desired, console: Output, wall: float) -> int:
-    if console.json:
+    if console.document:
         show_plans(targets, console, desired, results=True)
     else:
         for t in targets:
@@ -379,7 +382,7 @@ def _report(targets: list[Target], args: argparse.Namespace, desired: Desired, c
                     f"{'s' if len(targets) != 1 else ''}" + (f" ({down} unavailable)" if down else "")
                     + f" in {wall:.1f}s")
     ready = [r for t in targets for r in t.readiness]
-    if ready and not console.json:
+    if ready and not console.document:
         from .lab import readiness_recap
 
         console.out(readiness_recap(tuple(ready), args.wait_timeout))

@@ -24,7 +24,7 @@ from ..errors import HostUnavailable, ReconcileError, SpecError
 from ..model import Plan
 from ..plan import Options, plan_destroy, plan_rebuild
 from ..plan import plan as make_plan
-from . import render
+from . import markdown, render
 from . import reviewed as plan_file
 from .hosts import many_hosts, run_many
 from .output import Output, Progress
@@ -268,6 +268,8 @@ def probe_sources(images, observed) -> dict:
 def show_plan(the_plan: Plan, console: Output) -> None:
     if console.json:
         console.out(render.dumps(render.plan_json(the_plan)))
+    elif console.markdown:
+        console.out(markdown.plan_document(the_plan))
     elif console.args.quiet:
         console.out(render.plan_summary(the_plan))
     else:
@@ -314,6 +316,8 @@ def apply(the_plan: Plan, host, args: argparse.Namespace, console: Output, desir
             doc["readiness"] = [readiness_json(r) for r in readiness]
             doc["ok"] = doc["ok"] and all(r.ready for r in readiness)
         console.out(render.dumps(doc))
+    elif console.markdown:
+        console.out(markdown.apply_document(result, args.command, readiness or ()))
     else:
         if args.quiet:
             for r in result.results:

@@ -17,14 +17,21 @@ class Output:
     def __init__(self, args: argparse.Namespace):
         self.args = args
         self.json = args.output == "json"
-        # apply/destroy with -q or JSON: no plan, no per-action lines; only recap and errors
-        self.quiet_apply = args.quiet or self.json
+        # Markdown (plan, apply, rebuild): one document on stdout at the end, as with JSON
+        self.markdown = args.output == "markdown"
+        # apply/destroy with -q, JSON or Markdown: no plan, no per-action lines; only recap and errors
+        self.quiet_apply = args.quiet or self.json or self.markdown
+
+    @property
+    def document(self) -> bool:
+        """Whether stdout holds one document (JSON or Markdown) and nothing else."""
+        return self.json or self.markdown
 
     def out(self, text: str) -> None:
         print(text, flush=True)
 
     def info(self, text: str) -> None:
-        if not self.args.quiet and not self.json:
+        if not self.args.quiet and not self.document:
             print(text, flush=True)
 
     def err(self, text: str) -> None:

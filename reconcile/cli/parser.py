@@ -37,6 +37,10 @@ COMMANDS = {
 }
 
 
+# The commands whose plan (and results) can be printed as Markdown, for a pull-request comment.
+MARKDOWN_COMMANDS = ("plan", "apply", "rebuild")
+
+
 class UsageError(ReconcileError):
     """The command line itself is wrong (an unknown option, a bad value)."""
 
@@ -72,7 +76,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         if only is None or name == only:
             built[name] = sub.add_parser(name, help=text)
             if name not in ("export", "schema", "show"):
-                _common_options(built[name])
+                _common_options(built[name], markdown=name in MARKDOWN_COMMANDS)
     parser.set_defaults(subparsers=built)
 
     p, a, d, e, r = (built.get(n) for n in ("plan", "apply", "destroy", "export", "rebuild"))
@@ -141,14 +145,18 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def _common_options(p: argparse.ArgumentParser) -> None:
+def _common_options(p: argparse.ArgumentParser, markdown: bool = False) -> None:
     p.add_argument("-c", "--connect", metavar="URI", help="libvirt URI (default: $LIBVIRT_DEFAULT_URI, else qemu:///system)")
     p.add_argument("--project", help="ownership scope (default: 'project' in the specs, else the directory name)")
     p.add_argument("--host", action="append", metavar="NAME",
                    help="only this host of the specs' hosts (repeatable; 'default' is the default connection)")
     p.add_argument("-v", "--verbose", action="store_true", help="say more; show tracebacks of errors")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the summary and errors")
-    p.add_argument("-o", "--output", choices=("text", "json"), default="text", help="output format (default: text)")
+    if markdown:
+        p.add_argument("-o", "--output", choices=("text", "json", "markdown"), default="text",
+                       help="output format (default: text; markdown: one document for a pull-request comment)")
+    else:
+        p.add_argument("-o", "--output", choices=("text", "json"), default="text", help="output format (default: text)")
     p.add_argument("paths", nargs="+", metavar="PATH", help="spec files or directories of *.yaml / *.yml files")
 
 
