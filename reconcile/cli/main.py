@@ -55,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                       "diagnostics": render.diagnostics_json(exc.diagnostics)}))
         else:
             console.err(render.diagnostics_text(exc.diagnostics))
-            console.err(f"{exc}; nothing was changed on the host.")
+            console.err(f"{exc}; {exc.outcome}.")
         return EXIT_ERROR
     except ReconcileError as exc:
         if args.verbose:
@@ -93,7 +93,9 @@ def _few_collections() -> Iterator[None]:
 
 def run(args: argparse.Namespace, console: Output) -> int:
     if args.command == "export":
-        return export(args, console)
+        from . import adopt  # imported late: the other commands need none of it
+
+        return adopt.export(args, console)
     if args.command == "validate":
         return validate(specs.load(args.paths, project=args.project), console)
 
@@ -333,24 +335,6 @@ def lost_connection_message(result, uri: str, command: str) -> str:
     return (f"error: lost the connection to libvirtd at {uri} during {command}: {done}. Every action re-checks "
             "the host before it acts: run the same command again once libvirtd answers, and it finishes what is "
             "left.")
-
-
-def export(args: argparse.Namespace, console: Output) -> int:
-    """Spec YAML for existing domains, so a hand-made lab can be brought under management."""
-    from ..codec import export as exporter
-    from ..host import LibvirtHost
-
-    host = LibvirtHost(default_uri(args.connect))
-    try:
-        observed = host.observe(volumes=None, live=())
-    finally:
-        host.close()
-    missing = [n for n in args.names if n not in observed.domains]
-    if missing:
-        raise ReconcileError(f"no domain named {', '.join(missing)} on {observed.uri}")
-    doc = exporter.export(observed, args.names, project=args.project)
-    console.out(render.dumps(doc) if console.json else specs.dump(doc))
-    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -117,14 +117,20 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                         help=f"how long to wait for another run of the project on this host (default: {DEFAULT_LOCK_TIMEOUT:g})")
         sp.add_argument("--break-lock", action="store_true",
                         help="remove the project's lock on the host even if its holder may still run")
+    for sp in filter(None, (e,)):
+        sp.add_argument("-c", "--connect", metavar="URI", help="libvirt URI (default: $LIBVIRT_DEFAULT_URI, else qemu:///system)")
+        sp.add_argument("--project", help="project to write into the spec (default: none, the directory name applies)")
+        sp.add_argument("-v", "--verbose", action="store_true", help="show tracebacks of errors")
+        sp.add_argument("-o", "--output", choices=("text", "json"), default="text",
+                        help="text: the spec as YAML (default); json: the same spec as JSON")
+        sp.set_defaults(quiet=False)
     if e:
-        e.add_argument("-c", "--connect", metavar="URI", help="libvirt URI (default: $LIBVIRT_DEFAULT_URI, else qemu:///system)")
-        e.add_argument("--project", help="project to write into the spec (default: none, the directory name applies)")
-        e.add_argument("-v", "--verbose", action="store_true", help="show tracebacks of errors")
-        e.add_argument("-o", "--output", choices=("text", "json"), default="text",
-                       help="text: the spec as YAML (default); json: the same spec as JSON")
-        e.add_argument("names", nargs="+", metavar="DOMAIN", help="names of domains on the host")
-        e.set_defaults(quiet=False)
+        e.add_argument("--all", action="store_true",
+                       help="every domain on the host (but those another project manages)")
+        e.add_argument("--match", action="append", metavar="PATTERN",
+                       help="with --all: only domains whose whole name matches this shell-style pattern (* ? [...]; "
+                            "case counts; repeatable: any of them)")
+        e.add_argument("names", nargs="*", metavar="DOMAIN", help="names of domains on the host")
     if built.get("schema"):
         built["schema"].add_argument("-o", "--output", choices=("text", "json"), default="json",
                                      help="the schema is JSON either way; accepted like every command's")
@@ -186,6 +192,13 @@ def parse(argv: list[str]) -> argparse.Namespace:
             sub.error("--wait: a --dry-run starts nothing to wait for")
         if not args.wait and args.wait_timeout is not None:
             sub.error(f"--wait-timeout: {args.command} waits only with --wait")
+    if args.command == "export":
+        if args.all and args.names:
+            sub.error("--all exports every domain; name domains or give --all, not both")
+        if not args.all and not args.names:
+            sub.error("expected the names of domains, or --all")
+        if args.match and not args.all:
+            sub.error("--match picks among every domain: add --all")
     if "wait_timeout" in vars(args) and args.wait_timeout is None:
         args.wait_timeout = DEFAULT_WAIT_TIMEOUT
     return args
