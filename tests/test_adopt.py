@@ -3,7 +3,8 @@
 Every shape of domain the suite makes (the seed document's VM, one with no devices at all,
 one with devices no spec field describes, one reconcile made) is exported with `--all
 --match`; the spec printed must validate, plan empty before and after `apply --adopt`, and
-an update of an adopted domain must keep every device the spec does not describe.
+an update of an adopted domain must keep every device the spec does not describe. `import`
+of the seed document's XML defines a domain that plans empty afterwards.
 """
 
 from __future__ import annotations
@@ -134,3 +135,58 @@ def test_every_shape_exports_to_a_spec_that_validates_plans_empty_and_adopts_kee
     assert lab.conn.lookupByName(odd).maxMemory() == 80 * 1024
     assert unmodeled_of(lab, odd) == before
     lab.cli("plan", "--detailed-exitcode", check=0)
+
+
+def test_import_of_the_seed_documents_vm_defines_it_and_then_plans_empty(lab, tmp_path):
+    lab.cli("apply", check=0)  # the lab's pool
+    name = lab.dom("imported")
+    xml_file = tmp_path / "701.xml"
+    xml_file.write_text(seed_xml(lab, name).replace("<devices>", "<devices>\n    <sound model='ich9'/>"))
+    imported = run_cli("import", "--project", lab.name, str(xml_file), check=0)
+    assert "# not carried over: <sound model=\"ich9\" />" in imported.stdout
+    assert f"{xml_file}: 1 element not carried over" in imported.stderr
+    lab.spec("imported.yaml", imported.stdout)
+    lab.cli("validate", check=0)
+    lab.cli("plan", "--detailed-exitcode", check=2)
+    lab.cli("apply", check=0)
+    dom = lab.conn.lookupByName(name)
+    assert not dom.isActive()  # a definition says nothing of running: defined, stopped
+    xml = ET.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+    assert xml.get("type") == "qemu" and xml.find("os/type").get("arch") == "i686"
+    assert dom.maxMemory() == 512000
+    assert [b.get("dev") for b in xml.findall("os/boot")] == ["cdrom", "hd"]
+    disks = {d.find("target").get("dev"): d for d in xml.findall("devices/disk")}
+    assert disks["hda"].find("source").attrib == {"pool": lab.pool, "volume": f"{name}.img"}
+    assert disks["hdc"].find("source").get("file") == "/usr/src/ubuntu-10.04-desktop-i386.iso"
+    assert xml.find("devices/graphics").get("port") == "5901"
+    lab.cli("plan", "--detailed-exitcode", check=0)
+    # The volume was there before: attached, never owned, so a destroy leaves it.
+    lab.cli("destroy", check=0)
+    assert f"{name}.img" in lab.volume_names()
+
+    assert run_cli("import", str(xml_file), check=0).stdout == imported.stdout.replace(f"project: {lab.name}\n", "")
+
+
+def test_import_refuses_what_would_lose_data_at_its_line(lab, tmp_path):
+    lab.cli("apply", check=0)
+    name = lab.dom("stray")
+    unlisted = lab.pool_path / f"{name}.img"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "raw", str(unlisted), "1M"], check=True)  # not refreshed
+    xml_file = tmp_path / "stray.xml"
+    xml_file.write_text(f"""<domain type='qemu'>
+  <name>{name}</name>
+  <memory>65536</memory>
+  <devices>
+    <disk type='file' device='disk'><source file='{unlisted}'/><target dev='vda'/></disk>
+    <disk type='file' device='disk'><source file='/nonexistent/{name}.img'/><target dev='vdb'/></disk>
+  </devices>
+</domain>
+""")
+    bad = run_cli("import", str(xml_file), check=1)
+    assert "Traceback" not in bad.stderr and bad.stdout == ""
+    assert (f"{xml_file}:5:5: resource '{name}': disks[vda]: disk vda is {unlisted}, in the directory of pool "
+            f"{lab.pool} but not one of its volumes: if the file exists, `virsh pool-refresh {lab.pool}` makes it "
+            "one") in bad.stderr
+    assert (f"{xml_file}:6:5: resource '{name}': disks[vdb]: disk vdb is /nonexistent/{name}.img, which is in no "
+            "storage pool") in bad.stderr
+    assert "2 problems in the domain XML files; no spec was printed." in bad.stderr

@@ -1,9 +1,11 @@
-"""`export`: bringing an existing host into git (see "Adoption and export" in docs/specs.md).
+"""`export` and `import`: bringing an existing host into git (see "Adoption and export" in
+docs/specs.md).
 
-`export` prints the spec of domains on the host (named, or `--all`, narrowed by `--match`).
-The spec is read back by the spec reader itself before it is printed: whatever it would
-refuse is reported as a problem of that domain and nothing is printed, so what is printed
-always validates. Devices no spec field describes are printed as comments above their domain.
+`export` prints the spec of domains on the host (named, or `--all`, narrowed by `--match`),
+`import` that of domain XML files not defined anywhere yet. Either way the spec is read back
+by the spec reader itself before it is printed: whatever it would refuse is reported as a
+problem of that domain and nothing is printed, so what is printed always validates. Devices
+no spec field describes are printed as comments above their domain.
 """
 
 from __future__ import annotations
@@ -16,15 +18,17 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 from .. import spec as specs
+from ..codec import domainfile
 from ..codec import export as exporter
-from ..errors import Diagnostic, NotExpressible, ReconcileError, SpecError
+from ..errors import Diagnostic, NotExpressible, ReconcileError, SpecError, shown_path
 from ..model import Observed, UnmodeledDevice
 from . import render
 from .output import Output
 from .parser import EXIT_OK, default_uri
 
-# How the comments above a domain begin: export's devices stay on the host as they are.
-KEPT = "not managed"
+# How the comments above a domain begin: export's devices stay on the host as they are;
+# import's are left out of the domain that the spec defines.
+KEPT, LEFT_OUT = "not managed", "not carried over"
 
 
 def _observe(args: argparse.Namespace) -> Observed:
@@ -77,6 +81,56 @@ def _chosen(args: argparse.Namespace, observed: Observed, console: Output) -> li
     if not names:
         console.note(f"no domain on {observed.uri} to export")
     return names
+
+
+def import_files(args: argparse.Namespace, console: Output) -> int:
+    """The spec of domains that domain XML files describe, to define them stopped."""
+    problems: list[Diagnostic] = []
+    parsed: list[domainfile.DomainFile] = []
+    for path in args.files:
+        data = _read(path, problems)
+        if data is not None:
+            doc = domainfile.parse(shown_path(path), data)
+            (problems if isinstance(doc, Diagnostic) else parsed).append(doc)
+    imported = []
+    if parsed:
+        observed = _observe(args)
+        imported = [domainfile.import_domain(d, observed) for d in parsed]
+        problems.extend(p for i in imported for p in i.problems)
+        problems.extend(_named_twice(parsed, imported))
+    if problems:
+        raise NotExpressible(problems, "in the domain XML files")
+    doc = _document(args.project, [(i.exported.data, i.not_carried) for i in imported], LEFT_OUT)
+    roots = {i.exported.name: (f.path, *f.at(f.root)) for f, i in zip(parsed, imported)}
+    _check(doc, args.project, lambda name: roots.get(name, (parsed[0].path, 1, 1)))
+    for f, i in zip(parsed, imported):
+        if i.not_carried:
+            count = len(i.not_carried)
+            console.note(f"{f.path}: {count} element{'s' if count != 1 else ''} not carried over (see the comments "
+                         f"above {i.exported.name}): the domain the spec defines has libvirt's defaults there")
+    _print(doc, console, {i.exported.name: i.not_carried for i in imported}, "x-not-carried-over")
+    return EXIT_OK
+
+
+def _read(path: str, problems: list[Diagnostic]) -> bytes | None:
+    try:
+        with open(path, "rb") as fp:  # only as far as the limit: a pipe or a device never ends
+            return fp.read(domainfile.MAX_XML_BYTES + 1)
+    except OSError as exc:
+        problems.append(Diagnostic(shown_path(path), 0, 0, "", f"cannot read file: {exc.strerror or exc}"))
+        return None
+
+
+def _named_twice(parsed: list[domainfile.DomainFile], imported: list[domainfile.Imported]) -> list[Diagnostic]:
+    first: dict[str, str] = {}
+    out = []
+    for f, i in zip(parsed, imported):
+        name = i.exported.name
+        if name and name in first:
+            out.append(f.diag(f.root.find("name"), "name", f"domain {name} is in {first[name]} too; expected each "
+                                                           "domain in one file", name))
+        first.setdefault(name, f.path)
+    return out
 
 
 def _document(project: str | None, domains: list[tuple[dict[str, Any], tuple[UnmodeledDevice, ...]]],

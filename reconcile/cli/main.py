@@ -92,10 +92,10 @@ def _few_collections() -> Iterator[None]:
 
 
 def run(args: argparse.Namespace, console: Output) -> int:
-    if args.command == "export":
+    if args.command in ("export", "import"):
         from . import adopt  # imported late: the other commands need none of it
 
-        return adopt.export(args, console)
+        return adopt.export(args, console) if args.command == "export" else adopt.import_files(args, console)
     if args.command == "validate":
         return validate(specs.load(args.paths, project=args.project), console)
 

@@ -32,6 +32,7 @@ COMMANDS = {
     "inventory": "print an Ansible inventory of the domains",
     "ssh-config": "print ssh_config Host blocks for the domains",
     "export": "print the spec YAML of existing domains",
+    "import": "print the spec YAML of libvirt domain XML files, for domains not defined yet",
     "schema": "print the JSON Schema of spec files (for editors and other tools)",
 }
 
@@ -70,7 +71,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     for name, text in COMMANDS.items():
         if only is None or name == only:
             built[name] = sub.add_parser(name, help=text)
-            if name not in ("export", "schema"):
+            if name not in ("export", "import", "schema"):
                 _common_options(built[name])
     parser.set_defaults(subparsers=built)
 
@@ -117,7 +118,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                         help=f"how long to wait for another run of the project on this host (default: {DEFAULT_LOCK_TIMEOUT:g})")
         sp.add_argument("--break-lock", action="store_true",
                         help="remove the project's lock on the host even if its holder may still run")
-    for sp in filter(None, (e,)):
+    i = built.get("import")
+    for sp in filter(None, (e, i)):
         sp.add_argument("-c", "--connect", metavar="URI", help="libvirt URI (default: $LIBVIRT_DEFAULT_URI, else qemu:///system)")
         sp.add_argument("--project", help="project to write into the spec (default: none, the directory name applies)")
         sp.add_argument("-v", "--verbose", action="store_true", help="show tracebacks of errors")
@@ -131,6 +133,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                        help="with --all: only domains whose whole name matches this shell-style pattern (* ? [...]; "
                             "case counts; repeatable: any of them)")
         e.add_argument("names", nargs="*", metavar="DOMAIN", help="names of domains on the host")
+    if i:
+        i.add_argument("files", nargs="+", metavar="FILE", help="libvirt domain XML files, as virsh define reads them")
     if built.get("schema"):
         built["schema"].add_argument("-o", "--output", choices=("text", "json"), default="json",
                                      help="the schema is JSON either way; accepted like every command's")
