@@ -88,8 +88,11 @@ def test_every_shape_exports_to_a_spec_that_validates_plans_empty_and_adopts_kee
             state: stopped
         """)
     lab.cli("apply", check=0)
-    seed, empty, odd = lab.dom("seed"), lab.dom("empty"), lab.dom("odd")
+    seed, bare_seed, empty, odd = lab.dom("seed"), lab.dom("seed-bare"), lab.dom("empty"), lab.dom("odd")
     lab.conn.defineXML(seed_xml(lab, seed))
+    # The seed's shape without its devices: its boot order names a cdrom and a disk it lacks.
+    whole = seed_xml(lab, bare_seed)
+    lab.conn.defineXML(whole[:whole.index("<devices>")] + "<devices/>" + whole[whole.index("</devices>") + 10:])
     lab.conn.defineXML(bare(empty))
     share = lab.log_dir / "share"
     share.mkdir()
@@ -113,11 +116,13 @@ def test_every_shape_exports_to_a_spec_that_validates_plans_empty_and_adopts_kee
     lab.spec("exported.yaml", text)
     names = {d["name"] for d in json.loads(run_cli("export", "--project", lab.name, "--all", "--match",
                                                    f"{lab.name}-*", "-o", "json", check=0).stdout)["domains"]}
-    assert names == {made, seed, empty, odd}
+    assert names == {made, seed, bare_seed, empty, odd}
+    block = text[text.index(f"- name: {bare_seed}\n"):]
+    assert "boot:" not in block[:block.index("state:")]  # naming devices it lacks: left as it is
 
     lab.cli("validate", check=0)
     plan = lab.cli("plan", "--detailed-exitcode", check=0)
-    for name in (seed, empty, odd):
+    for name in (seed, bare_seed, empty, odd):
         assert f"= domain {name}: unmanaged (exists)" in plan.stdout
     assert f"= domain {odd}: not managed, kept as they are" in plan.stdout
     lab.cli("apply", "--adopt", check=0)
