@@ -147,6 +147,7 @@ def test_what_the_spec_leaves_to_libvirt_is_listed_but_not_what_libvirt_gives_an
     (("<memory>512000</memory>", "<memory>100000</memory>"), 4, "memory",
      "100000 KiB is not a whole number of MiB"),
     (("<memory>512000</memory>", "<memory>lots</memory>"), 4, "memory", "<memory> holds 'lots'"),
+    (("<memory>512000</memory>", "<memory>5\u00b2</memory>"), 4, "memory", "<memory> holds '5\u00b2'"),
     (("<memory>512000</memory>", "<memory unit='furlong'>1</memory>"), 4, "memory", "unit 'furlong'"),
     (("<vcpu>1</vcpu>", "<vcpu current='x'>1</vcpu>"), 6, "vcpus", "current holds 'x'"),
     (("port='5901'", "port='59o1'"), 23, "graphics", "port '59o1'"),
@@ -172,10 +173,15 @@ def test_a_domain_already_there_or_a_volume_another_domain_has_is_refused():
 
 
 def test_memory_in_libvirts_decimal_units_is_read_exactly():
-    data = imported(SEED.replace("<memory>512000</memory>", "<memory unit='MB'>1048.576</memory>")).problems
-    assert data and data[0].field == "memory"
-    done = imported(SEED.replace("<memory>512000</memory>", "<memory unit='GiB'>1</memory>"))
-    assert done.exported.data["memory"] == "1GiB" and done.exported.data["current_memory"] == "500MiB"
+    # 16384 MB is 16384 * 10**6 bytes: 15625 MiB exactly. 512000 KB (not KiB) is no whole MiB.
+    done = imported(SEED.replace("<memory>512000</memory>", "<memory unit='MB'>16384</memory>"))
+    assert done.problems == () and done.exported.data["memory"] == "15625MiB"
+    assert done.exported.data["current_memory"] == "500MiB"
+    done = imported(SEED.replace("<memory>512000</memory>", "<memory unit='KB'>512000</memory>"))
+    assert [(p.field, p.message.split(",")[0]) for p in done.problems] == [
+        ("memory", "512000 KB is not a whole number of MiB")]
+    done = imported(SEED.replace("<memory>512000</memory>", "<memory unit='b'>1048577</memory>"))
+    assert [p.message.split(",")[0] for p in done.problems] == ["1048577 b is not a whole number of MiB"]
 
 
 # --- the command line ---------------------------------------------------------------------

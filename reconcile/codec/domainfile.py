@@ -18,6 +18,7 @@ domain the spec defines has libvirt's defaults there instead.
 from __future__ import annotations
 
 import copy
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from . import devices
 from .domain import MEMORY_UNITS, essence_of_element
 from .export import ExportedDomain, spec_of
 
+_WHOLE = re.compile(r"[0-9]+")  # as libvirt reads a number: ASCII digits ("²" is a digit to Python, not to int)
 MAX_XML_BYTES = 10 * 1024 * 1024  # what virsh reads of an XML file at most (VIRSH_MAX_XML_FILE)
 
 # libvirt's bus for a disk whose target names none, by the target's prefix
@@ -147,19 +149,22 @@ def _unreadable(root: ET.Element) -> list[tuple[ET.Element, str, str]]:
         el = root.find(tag)
         if el is None:
             continue
-        if not (el.text or "").strip().isdigit():
+        if not _WHOLE.fullmatch((el.text or "").strip()):
             out.append((el, field, f"<{tag}> holds {(el.text or '').strip()!r}; expected a whole number (of KiB, or "
                                    "of its unit)"))
         elif el.get("unit", "KiB").lower() not in MEMORY_UNITS:
             out.append((el, field, f"unit {el.get('unit')!r}; expected one of libvirt's: KiB, MiB, GiB, KB, MB, ..."))
+        elif int(el.text) * MEMORY_UNITS[el.get("unit", "KiB").lower()] % (1 << 20):
+            out.append((el, field, f"{el.text.strip()} {el.get('unit', 'KiB')} is not a whole number of MiB, which a "
+                                   f"spec's {field} is; make it one and import again"))
     vcpu = root.find("vcpu")
     if vcpu is not None:
         for what, value in (("<vcpu>", (vcpu.text or "").strip()), ("current", vcpu.get("current", "1"))):
-            if not value.isdigit():
+            if not _WHOLE.fullmatch(value):
                 out.append((vcpu, "vcpus", f"{what} holds {value!r}; expected a whole number of vcpus"))
     for el in root.findall("devices/graphics"):
         port = el.get("port", "-1")
-        if not (port.isdigit() or port == "-1"):
+        if not (_WHOLE.fullmatch(port) or port == "-1"):
             out.append((el, "graphics", f"port {port!r}; expected a whole number (or -1: libvirt picks one)"))
     return out
 
