@@ -47,10 +47,24 @@ class Diagnostic:
 class SpecError(ReconcileError):
     """The specs are invalid; carries every diagnostic found, not only the first."""
 
-    def __init__(self, diagnostics: list[Diagnostic]):
+    outcome = "nothing was changed on the host"  # what the run did not do, said after the count
+
+    def __init__(self, diagnostics: list[Diagnostic], where: str = "in the specs"):
         self.diagnostics = sorted(diagnostics)
         count = len(self.diagnostics)
-        super().__init__(f"{count} problem{'s' if count != 1 else ''} in the specs")
+        super().__init__(f"{count} problem{'s' if count != 1 else ''} {where}")
+
+
+class NotExpressible(SpecError):
+    """Domains (on the host, or in domain XML files) hold what the spec language cannot say,
+    so no spec is printed for them; carries every problem found, each at its domain and field."""
+
+    outcome = "no spec was printed"
+
+    def __init__(self, diagnostics: list[Diagnostic], where: str):
+        super().__init__(diagnostics, where)
+        # a domain's problems together, whichever field they are at
+        self.diagnostics.sort(key=lambda d: (d.file, d.resource, d.line, d.column, d.field, d.message))
 
 
 class HostError(ReconcileError):

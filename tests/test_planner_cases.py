@@ -8,7 +8,8 @@ action, and notes (matched by substring). A volume's `head:` is what its first b
 (format, virtual_size, backing, backing_format), as observe reads it; `attached:` maps
 `pool/volume` to the domains (of any project) that have it as a disk; `networks:` lists the
 host's networks (essence, owner project, DHCP `hosts`); `images:` the images' records
-(`{pool, name, current, stamp}`). `rebuild: {names, start, refresh}` plans a rebuild instead
+(`{pool, name, current, stamp}`); a domain's `unmodeled:` lists its devices no spec field
+describes (`{tag, xml}`). `rebuild: {names, start, refresh}` plans a rebuild instead
 of an apply, `refresh` mapping an image's name to what its source says now (a stamp, or the
 error its check gave); an ownership may give `rebuilds` and an unfinished `reset`
 (`{generation, start}`). Adding a scenario is adding a file.
@@ -28,7 +29,7 @@ from reconcile.codec import seed
 from reconcile import spec as specs
 from reconcile.model import ImageHead, ImageRecord, SourceStamp
 from reconcile.model import (HostEntry, Observed, ObservedDomain, ObservedNetwork, ObservedPool, ObservedSeed,
-                             ObservedVolume, Ownership, VolumeRef)
+                             ObservedVolume, Ownership, UnmodeledDevice, VolumeRef)
 from reconcile.cli.render import change_line, change_text, dumps, plan_json, plan_text
 from reconcile.model.observed import ResetMark
 from reconcile.model.units import parse_size
@@ -76,7 +77,8 @@ def observed_from(data: dict, desired) -> Observed:
                 live[key] = value
         domains[d["name"]] = ObservedDomain(name=d["name"], uuid=d.get("uuid", "00000000-0000-0000-0000-000000000001"),
                                             running=d.get("running", True), essence=essence, ownership=ownership,
-                                            live_essence=live)
+                                            live_essence=live,
+                                            unmodeled=tuple(UnmodeledDevice(**u) for u in d.get("unmodeled", [])))
     pools = {p["name"]: ObservedPool(p["name"], p.get("active", True), p.get("path", "/x")) for p in data.get("pools", [])}
     volumes = {(v["pool"], v["name"]): ObservedVolume(v["pool"], v["name"], parse_size(v["capacity"]), 0,
                                                       v.get("format", "qcow2"), v.get("path", f"/x/{v['name']}"),

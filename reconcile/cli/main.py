@@ -56,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                       "diagnostics": render.diagnostics_json(exc.diagnostics)}))
         else:
             console.err(render.diagnostics_text(exc.diagnostics))
-            console.err(f"{exc}; nothing was changed on the host.")
+            console.err(f"{exc}; {exc.outcome}.")
         return EXIT_ERROR
     except ReconcileError as exc:
         if args.verbose:
@@ -93,8 +93,10 @@ def _few_collections() -> Iterator[None]:
 
 
 def run(args: argparse.Namespace, console: Output) -> int:
-    if args.command == "export":
-        return export(args, console)
+    if args.command in ("export", "import"):
+        from . import adopt  # imported late: the other commands need none of it
+
+        return adopt.export(args, console) if args.command == "export" else adopt.import_files(args, console)
     if args.command == "show":
         return show(args, console)
     if args.command == "validate":
@@ -362,24 +364,6 @@ def show(args: argparse.Namespace, console: Output) -> int:
     hosts = ", ".join(f"{h.name} ({h.uri})" for h in reviewed.hosts)
     console.out(f"# {args.file}: project {reviewed.project}, reconcile {reviewed.version}, hosts {hosts}")
     console.out(reviewed.text)
-    return EXIT_OK
-
-
-def export(args: argparse.Namespace, console: Output) -> int:
-    """Spec YAML for existing domains, so a hand-made lab can be brought under management."""
-    from ..codec import export as exporter
-    from ..host import LibvirtHost
-
-    host = LibvirtHost(default_uri(args.connect))
-    try:
-        observed = host.observe(volumes=None, live=())
-    finally:
-        host.close()
-    missing = [n for n in args.names if n not in observed.domains]
-    if missing:
-        raise ReconcileError(f"no domain named {', '.join(missing)} on {observed.uri}")
-    doc = exporter.export(observed, args.names, project=args.project)
-    console.out(render.dumps(doc) if console.json else specs.dump(doc))
     return EXIT_OK
 
 

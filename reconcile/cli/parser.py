@@ -33,6 +33,7 @@ COMMANDS = {
     "ssh-config": "print ssh_config Host blocks for the domains",
     "export": "print the spec YAML of existing domains",
     "show": "print a plan file written by plan --out",
+    "import": "print the spec YAML of libvirt domain XML files, for domains not defined yet",
     "schema": "print the JSON Schema of spec files (for editors and other tools)",
 }
 
@@ -75,7 +76,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     for name, text in COMMANDS.items():
         if only is None or name == only:
             built[name] = sub.add_parser(name, help=text)
-            if name not in ("export", "schema", "show"):
+            if name not in ("export", "import", "schema", "show"):
                 _common_options(built[name], markdown=name in MARKDOWN_COMMANDS)
     parser.set_defaults(subparsers=built)
 
@@ -125,24 +126,38 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                         help=f"how long to wait for another run of the project on this host (default: {DEFAULT_LOCK_TIMEOUT:g})")
         sp.add_argument("--break-lock", action="store_true",
                         help="remove the project's lock on the host even if its holder may still run")
-    if e:
-        e.add_argument("-c", "--connect", metavar="URI", help="libvirt URI (default: $LIBVIRT_DEFAULT_URI, else qemu:///system)")
-        e.add_argument("--project", help="project to write into the spec (default: none, the directory name applies)")
-        e.add_argument("-v", "--verbose", action="store_true", help="show tracebacks of errors")
-        e.add_argument("-o", "--output", choices=("text", "json"), default="text",
-                       help="text: the spec as YAML (default); json: the same spec as JSON")
-        e.add_argument("names", nargs="+", metavar="DOMAIN", help="names of domains on the host")
-        e.set_defaults(quiet=False)
-    if built.get("show"):
-        built["show"].add_argument("-o", "--output", choices=("text", "json"), default="text",
-                                   help="text: the plan as it was shown (default); json: its JSON document")
-        built["show"].add_argument("file", metavar="FILE", help="a plan file written by `reconcile plan --out`")
-        built["show"].set_defaults(quiet=False, verbose=False)
+    _reading_options(built)
     if built.get("schema"):
         built["schema"].add_argument("-o", "--output", choices=("text", "json"), default="json",
                                      help="the schema is JSON either way; accepted like every command's")
         built["schema"].set_defaults(quiet=False, verbose=False)
     return parser
+
+
+def _reading_options(built: dict[str, argparse.ArgumentParser]) -> None:
+    """The options of the commands that read rather than plan: export, import, show."""
+    e, i = built.get("export"), built.get("import")
+    for sp in filter(None, (e, i)):
+        sp.add_argument("-c", "--connect", metavar="URI", help="libvirt URI (default: $LIBVIRT_DEFAULT_URI, else qemu:///system)")
+        sp.add_argument("--project", help="project to write into the spec (default: none, the directory name applies)")
+        sp.add_argument("-v", "--verbose", action="store_true", help="show tracebacks of errors")
+        sp.add_argument("-o", "--output", choices=("text", "json"), default="text",
+                        help="text: the spec as YAML (default); json: the same spec as JSON")
+        sp.set_defaults(quiet=False)
+    if e:
+        e.add_argument("--all", action="store_true",
+                       help="every domain on the host (but those another project manages)")
+        e.add_argument("--match", action="append", metavar="PATTERN",
+                       help="with --all: only domains whose whole name matches this shell-style pattern (* ? [...]; "
+                            "case counts; repeatable: any of them)")
+        e.add_argument("names", nargs="*", metavar="DOMAIN", help="names of domains on the host")
+    if i:
+        i.add_argument("files", nargs="+", metavar="FILE", help="libvirt domain XML files, as virsh define reads them")
+    if built.get("show"):
+        built["show"].add_argument("-o", "--output", choices=("text", "json"), default="text",
+                                   help="text: the plan as it was shown (default); json: its JSON document")
+        built["show"].add_argument("file", metavar="FILE", help="a plan file written by `reconcile plan --out`")
+        built["show"].set_defaults(quiet=False, verbose=False)
 
 
 def _common_options(p: argparse.ArgumentParser, markdown: bool = False) -> None:
@@ -203,6 +218,13 @@ def parse(argv: list[str]) -> argparse.Namespace:
             sub.error("--wait: a --dry-run starts nothing to wait for")
         if not args.wait and args.wait_timeout is not None:
             sub.error(f"--wait-timeout: {args.command} waits only with --wait")
+    if args.command == "export":
+        if args.all and args.names:
+            sub.error("--all exports every domain; name domains or give --all, not both")
+        if not args.all and not args.names:
+            sub.error("expected the names of domains, or --all")
+        if args.match and not args.all:
+            sub.error("--match picks among every domain: add --all")
     if "wait_timeout" in vars(args) and args.wait_timeout is None:
         args.wait_timeout = DEFAULT_WAIT_TIMEOUT
     return args

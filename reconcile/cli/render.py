@@ -92,7 +92,7 @@ def plan_summary(plan: Plan) -> str:
         waiting += (f" {unmanaged} domain{'s' if unmanaged != 1 else ''} unmanaged, left alone "
                     "(--adopt takes them over).")
     if plan.empty and not plan.refusals:
-        converged = sum(1 for n in plan.notes if n.kind not in (NoteKind.REFUSED, NoteKind.UNMANAGED))
+        converged = sum(1 for n in plan.notes if n.kind.checked)
         return f"No changes. The host matches the specs ({converged} resource{'s' if converged != 1 else ''} checked).{waiting}"
     counts = Counter(a.kind for a in plan.actions)
     # reset is rebuild's own verb: shown only where a plan has one
@@ -116,7 +116,8 @@ def recap_counts(result: ApplyResult) -> dict[str, int]:
     (including what the plan refused), skipped."""
     return {
         "applied": result.count(Status.APPLIED),
-        "unchanged": result.count(Status.UNCHANGED) + sum(1 for n in result.plan.notes if not n.refused),
+        "unchanged": result.count(Status.UNCHANGED) + sum(1 for n in result.plan.notes
+                                                          if n.kind not in (NoteKind.REFUSED, NoteKind.UNMODELED)),
         "failed": result.count(Status.FAILED) + len(result.plan.refusals),
         "skipped": result.count(Status.SKIPPED),
     }
@@ -157,7 +158,7 @@ def plan_json(plan: Plan, host: str = DEFAULT_HOST) -> dict[str, Any]:
         ],
         "notes": [
             {"resource": n.resource.value, "name": n.name, "message": n.message, "refused": n.refused,
-             "kind": n.kind.value, "host": host}
+             "kind": n.kind.value, "host": host, **({"devices": list(n.devices)} if n.devices else {})}
             for n in plan.notes
         ],
         "pending": [

@@ -194,6 +194,8 @@ def _apply_interfaces(devices: ET.Element, spec: DomainSpec) -> None:
 
 
 def _apply_graphics(devices: ET.Element, spec: DomainSpec) -> None:
+    """The first graphics is the spec's; a second one (not modeled) stays, unless the spec
+    says none at all."""
     existing = devices.findall("graphics")
     want = spec.graphics.essence() if spec.graphics else None
     keep = None
@@ -201,7 +203,7 @@ def _apply_graphics(devices: ET.Element, spec: DomainSpec) -> None:
         have = _graphics_essence(existing[0])
         if {k: have.get(k) for k in want} == want:
             keep = existing[0]
-    for el in existing:
+    for el in existing if want is None else existing[:1]:
         if el is not keep:
             devices.remove(el)
     if keep is None and not (want and want["type"] == "spice"):
@@ -218,9 +220,17 @@ def _apply_graphics(devices: ET.Element, spec: DomainSpec) -> None:
         attrs["autoport"] = "yes"
     else:
         attrs.update(port=str(g.port), autoport="no")
-    el = ET.SubElement(devices, "graphics", attrs)
+    el = ET.Element("graphics", attrs)
+    _insert_first(devices, el)
     if g.listen:
         ET.SubElement(el, "listen", {"type": "address", "address": g.listen})
+
+
+def _insert_first(devices: ET.Element, el: ET.Element) -> None:
+    """Add a device before the others of its kind, so that it is the one the spec describes
+    (the first) and those it does not describe stay after it."""
+    same = devices.findall(el.tag)
+    devices.insert(list(devices).index(same[0]) if same else len(devices), el)
 
 
 def _console_essence(serial: ET.Element) -> dict[str, Any]:
@@ -229,14 +239,22 @@ def _console_essence(serial: ET.Element) -> dict[str, Any]:
 
 
 def _apply_console(devices: ET.Element, spec: DomainSpec) -> None:
-    """One serial port on a pty and the console paired with it; a serial port that already
-    says what the spec says keeps what libvirt filled in (target type, model, alias)."""
+    """The first serial port on a pty, and the console paired with it; a serial port that
+    already says what the spec says keeps what libvirt filled in (target type, model,
+    alias). Other serial ports and consoles (a virtio console) are not the spec's: they stay."""
     serials = devices.findall("serial")
     if serials and _console_essence(serials[0]) == spec.console.essence():
         return
-    for el in serials + devices.findall("console"):
-        devices.remove(el)
-    serial = ET.SubElement(devices, "serial", {"type": "pty"})
+    target = serials[0].find("target") if serials else None
+    port = target.get("port", "0") if target is not None else "0"
+    if serials:
+        devices.remove(serials[0])
+    for el in devices.findall("console"):
+        paired = el.find("target")
+        if paired is None or (paired.get("type", "serial") == "serial" and paired.get("port", "0") == port):
+            devices.remove(el)
+    serial = ET.Element("serial", {"type": "pty"})
+    _insert_first(devices, serial)
     if spec.console.log:
         # append='off': each start of the domain begins a fresh log, so it holds one boot
         ET.SubElement(serial, "log", {"file": spec.console.log, "append": "off"})
@@ -264,13 +282,15 @@ def _apply_guest_agent(devices: ET.Element, wanted: bool) -> None:
             devices.remove(el)
 
 
+# libvirt's memory units, in bytes: k, KiB, M, MiB, ... are powers of 1024, KB, MB, ... of 1000.
+MEMORY_UNITS = {"b": 1, "bytes": 1, **{u: 1024 ** (i + 1) for i, p in enumerate("kmgtpe") for u in (p, p + "ib")},
+                **{p + "b": 1000 ** (i + 1) for i, p in enumerate("kmgtpe")}}
+
+
 def _kib(el: ET.Element | None) -> int | None:
     if el is None or el.text is None:
         return None
-    factor = {"b": 1 / 1024, "bytes": 1 / 1024, "k": 1, "kib": 1, "m": 1024, "mib": 1024,
-              "g": 1024**2, "gib": 1024**2, "t": 1024**3, "tib": 1024**3}
-    unit = el.get("unit", "KiB").lower()
-    return int(int(el.text) * factor.get(unit, 1))
+    return int(el.text) * MEMORY_UNITS.get(el.get("unit", "KiB").lower(), 1024) // 1024
 
 
 def essence_of(xml: str, volume_by_path: Mapping[str, tuple[str, str]] | None = None) -> dict[str, Any]:

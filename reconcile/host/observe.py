@@ -10,6 +10,7 @@ from typing import Any
 import libvirt
 import xml.etree.ElementTree as ET
 
+from ..codec import devices
 from ..codec import domain as domxml
 from ..codec import imagehead, imageversions, ownership
 from ..codec import network as netxml
@@ -257,7 +258,8 @@ def _domains(listed: _Listing, xml_of: dict, volumes: dict[tuple[str, str], Obse
             live_essence = domxml.essence_of_element(ET.fromstring(running), by_path)
             live_essence["autostart"] = essence["autostart"]
         observed[name] = ObservedDomain(name=name, uuid=dom.UUIDString(), running=name in listed.active,
-                                        essence=essence, ownership=owner, xml=xml, live_essence=live_essence)
+                                        essence=essence, ownership=owner, xml=xml, live_essence=live_essence,
+                                        unmodeled=devices.unmodeled(root))
     return observed, users
 
 

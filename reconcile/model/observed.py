@@ -62,6 +62,15 @@ class Ownership:
 
 
 @dataclass(frozen=True)
+class UnmodeledDevice:
+    """A device of a domain that no spec field describes (a <sound>, an <rng>, a second serial
+    port): an update keeps it as it is, export names it in a comment, the plan in a note."""
+
+    tag: str  # its element's name: sound, rng, hostdev, ...
+    xml: str  # the element on one line, without the addresses and aliases libvirt gives it
+
+
+@dataclass(frozen=True)
 class ObservedDomain:
     name: str
     uuid: str
@@ -71,6 +80,7 @@ class ObservedDomain:
     xml: str = field(default="", repr=False, compare=False)
     # Of the running domain (None when shut off): differs from `essence` while a change waits for a restart.
     live_essence: dict[str, Any] | None = None
+    unmodeled: tuple[UnmodeledDevice, ...] = ()  # of the persistent config, in document order
 
     @property
     def managed(self) -> bool:

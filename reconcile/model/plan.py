@@ -99,10 +99,16 @@ class NoteKind(str, enum.Enum):
     ORPHANED = "orphaned"    # managed by the project, no spec mentions it (--prune removes it)
     DIFFERS = "differs"      # exists but differs from its spec, and is never changed (a network)
     WARNING = "warning"      # used as it is, but the user should know (a pool at another path)
+    UNMODELED = "unmodeled"  # a domain's devices that no spec field describes: kept as they are
 
     @property
     def always_shown(self) -> bool:
         return self is not NoteKind.CONVERGED
+
+    @property
+    def checked(self) -> bool:
+        """Whether the note is the verdict on a resource that was checked (and counts as one)."""
+        return self not in (NoteKind.REFUSED, NoteKind.UNMANAGED, NoteKind.UNMODELED)
 
 
 @dataclass(frozen=True)
@@ -113,6 +119,7 @@ class Note:
     name: str
     message: str
     kind: NoteKind = NoteKind.CONVERGED
+    devices: tuple[str, ...] = ()  # kind unmodeled: each device, as XML on one line
 
     @property
     def refused(self) -> bool:

@@ -41,6 +41,28 @@ class _Definition:
 
 
 def plan_domain(spec: DomainSpec, ctx: Context) -> Planned:
+    out = _plan_domain(spec, ctx)
+    have = ctx.observed.domains.get(spec.name)
+    if have is not None and have.unmodeled and spec.state is not State.ABSENT \
+            and not any(n.refused for n in out.notes):
+        out += noted(unmodeled_note(have))
+    return out
+
+
+# How much of each device a note's message shows (the note's `devices` has all of it).
+_SHOWN = 160
+
+
+def unmodeled_note(have: ObservedDomain) -> Note:
+    """The devices of an existing domain that its spec cannot describe: not managed, and
+    kept as they are by every update, so adopting the domain loses none of them."""
+    shown = ", ".join(d.xml if len(d.xml) <= _SHOWN else d.xml[:_SHOWN - 3] + "..." for d in have.unmodeled)
+    return Note(ResourceKind.DOMAIN, have.name, f"not managed, kept as {'they are' if len(have.unmodeled) > 1 else 'it is'}"
+                f" (the spec language does not describe {'them' if len(have.unmodeled) > 1 else 'it'}): {shown}",
+                NoteKind.UNMODELED, devices=tuple(d.xml for d in have.unmodeled))
+
+
+def _plan_domain(spec: DomainSpec, ctx: Context) -> Planned:
     moved = _moved_here(spec, ctx)
     if moved is not None:
         return moved

@@ -17,11 +17,11 @@ from __future__ import annotations
 from ..errors import SpecError
 from .build import load
 from .domain import REFERENCES
-from .dump import dump
+from .dump import Commented, dump, plain
 from .files import find_files, read_file
 from .formats import FORMATS
 from .quick_check import compile_schema
 from .schema import _quick_check, _validator, load_schema
 
-__all__ = ["SpecError", "load", "load_schema", "dump", "find_files", "read_file", "FORMATS", "REFERENCES",
+__all__ = ["SpecError", "load", "load_schema", "dump", "Commented", "plain", "find_files", "read_file", "FORMATS", "REFERENCES",
            "compile_schema", "_quick_check", "_validator"]
