@@ -9,11 +9,12 @@ from collections.abc import Callable
 from typing import NamedTuple, Protocol
 
 from ..codec import imageversions, seed
-from ..model import DEFAULT_STOP_TIMEOUT, Action, ActionKind, HostEntry, ImageHead, ImageRecord, SourceStamp, Status
+from ..model import (DEFAULT_STOP_TIMEOUT, Action, ActionKind, HostEntry, ImageHead, ImageRecord, PoolOwner,
+                     SourceStamp, Status)
 from ..model.steps import (CreateVolume, DefineDomain, DeleteVersion, DeleteVolume, EnsureNetwork, EnsurePool,
                            GrowVolume, ImportImage, LiveChange, OverlayBase, RecordImage, RecreateVolume,
-                           ReplaceVolume, StartDomain, Step, StopDomain, UndefineDomain, UpdateNetworkHosts,
-                           WriteRecord, WriteSeed)
+                           ReplaceVolume, StartDomain, Step, StopDomain, UndefineDomain,
+                           UpdateNetworkHosts, WriteRecord, WriteSeed)
 from . import sources
 
 
@@ -26,7 +27,7 @@ class Host(Protocol):
     def stop_domain(self, name: str, timeout: float, force: bool = False) -> str: ...
     def undefine_domain(self, name: str) -> bool: ...
     def apply_live(self, name: str, changes: tuple[LiveChange, ...]) -> list[str]: ...
-    def ensure_pool(self, name: str, path: str) -> bool: ...
+    def ensure_pool(self, name: str, path: str, owner: PoolOwner | None = None) -> bool: ...
     def ensure_network(self, name: str, xml: str) -> bool: ...
     def update_network_hosts(self, name: str, add: tuple[HostEntry, ...], remove: tuple[HostEntry, ...]) -> bool: ...
     def read_head(self, pool_name: str, name: str) -> ImageHead | None: ...
@@ -69,7 +70,7 @@ def describe_stop(how: str, timeout: float, force: bool) -> str:
 
 
 def _pool(host: Host, action: Action, step: EnsurePool, force: bool) -> Done:
-    return applied(host.ensure_pool(step.name, step.path), unchanged="already exists and is active")
+    return applied(host.ensure_pool(step.name, step.path, step.owner), unchanged="already exists and is active")
 
 
 def _network(host: Host, action: Action, step: EnsureNetwork, force: bool) -> Done:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .desired import HostEntry
-from .observed import SourceStamp
+from .observed import PoolOwner, SourceStamp
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,7 @@ class VolumeStep(Step):
 class EnsurePool(Step):
     name: str
     path: str
+    owner: PoolOwner | None = None  # the record a pool reconcile defines carries
 
 
 @dataclass(frozen=True)
