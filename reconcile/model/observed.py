@@ -4,6 +4,7 @@ plus reconcile's ownership record that each managed domain carries. Immutable da
 
 from __future__ import annotations
 
+import enum
 import functools
 import hashlib
 import re
@@ -195,6 +196,23 @@ class ObservedNetwork:
     owner_project: str | None = None
     hosts: tuple[HostEntry, ...] = ()  # its DHCP host reservations, with their DNS names
     owner_spec: str = ""  # the spec file its ownership record names
+
+
+class TeardownOutcome(str, enum.Enum):
+    """What a host found when asked to remove a pool or network reconcile made."""
+
+    REMOVED = "removed"
+    GONE = "gone"          # not there (any more): nothing to do
+    NOT_OURS = "not ours"  # its record is not this project's (any more): left alone
+    IN_USE = "in use"      # it holds a volume, or a domain uses it: left alone
+
+
+@dataclass(frozen=True)
+class Teardown:
+    outcome: TeardownOutcome
+    users: tuple[str, ...] = ()  # IN_USE: the volumes it holds, or the domains that use it
+    owner: str | None = None     # NOT_OURS: the project its record names (None: it has none)
+    directory_removed: bool = False  # a pool's directory went with it
 
 
 def volume_paths(volumes: Mapping[tuple[str, str], ObservedVolume]) -> dict[str, tuple[str, str]]:

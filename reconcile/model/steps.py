@@ -34,6 +34,24 @@ class EnsurePool(Step):
 
 
 @dataclass(frozen=True)
+class RemovePool(Step):
+    """Remove a pool this project made, once it holds no volume (checked again right before),
+    with its directory when reconcile made it: after every domain and volume removal of the run."""
+
+    name: str
+    project: str
+
+
+@dataclass(frozen=True)
+class RemoveNetwork(Step):
+    """Stop and undefine a network this project made, once no domain uses it (checked again
+    right before): after every domain and volume removal of the run."""
+
+    name: str
+    project: str
+
+
+@dataclass(frozen=True)
 class EnsureNetwork(Step):
     name: str
     xml: str = field(repr=False)
