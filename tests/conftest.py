@@ -248,7 +248,14 @@ class Lab:
     def domain_names(self) -> set[str]:
         return {d.name() for d in self.conn.listAllDomains(0) if d.name().startswith(self.name)}
 
+    def pool_exists(self) -> bool:
+        return self.pool in {p.name() for p in self.conn.listAllStoragePools(0)}
+
     def volume_names(self) -> set[str]:
+        """The volumes of the lab's pool; none once the pool is gone (a destroy removes the
+        pool reconcile made for the lab when it is left empty)."""
+        if not self.pool_exists():
+            return set()
         pool = self.conn.storagePoolLookupByName(self.pool)
         pool.refresh(0)
         return {v.name() for v in pool.listAllVolumes(0)}

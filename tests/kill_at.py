@@ -21,7 +21,7 @@ from reconcile.host import LibvirtHost
 
 PRIMITIVES = ("ensure_pool", "ensure_network", "define_domain", "apply_live", "create_volume", "grow_volume",
               "upload_volume", "write_volume", "start_domain", "stop_domain", "delete_volume", "undefine_domain",
-              "set_owner", "write_in_place")
+              "set_owner", "write_in_place", "remove_pool", "remove_network")
 
 
 def main() -> int:

@@ -85,7 +85,7 @@ class Recording:
             self.calls.append((key, t0, time.monotonic()))
         return True
 
-    def ensure_pool(self, name, path):
+    def ensure_pool(self, name, path, owner=None):
         return self._call(f"pool {name}", (f"pool {name}", f"volume {name}"))
 
     def create_volume(self, pool, name, capacity, fmt, backing=None):

@@ -321,11 +321,16 @@ def test_networks_are_created_with_ownership_and_nat_only_planned(lab):
     create = next(x for x in doc["actions"] if x["name"] == nat)
     assert create["action"] == "create" and {"path": "mode", "before": None, "after": "nat", "class": None,
                                               "drift": False} in create["changes"]
-    # Removing a network from the specs never removes it.
+    # Removing a network from the specs leaves it, noted as orphaned; --prune removes it,
+    # since this project made it and no domain uses it.
     (lab.specs / "nat.yaml").unlink()
     (lab.specs / "net.yaml").unlink()
-    lab.cli("apply", "--prune", check=0)
+    plan = lab.cli("plan", check=0)
+    assert f"= network {net}: orphaned: created by this project" in plan.stdout, plan.stdout
     assert lab.conn.networkLookupByName(net).isActive()
+    pruned = lab.cli("apply", "--prune", check=0)
+    assert f"- destroy network {net}: applied" in pruned.stdout, pruned.stdout
+    assert net not in {n.name() for n in lab.conn.listAllNetworks(0)}
 
 
 def test_an_exported_boot_order_naming_missing_devices_is_left_out_so_the_spec_validates(lab):

@@ -7,9 +7,13 @@ expected plan: actions as `GLYPH resource name`, changes, reasons and dependenci
 action, and notes (matched by substring). A volume's `head:` is what its first bytes say
 (format, virtual_size, backing, backing_format), as observe reads it; `attached:` maps
 `pool/volume` to the domains (of any project) that have it as a disk; `networks:` lists the
-host's networks (essence, owner project, DHCP `hosts`); `images:` the images' records
+host's networks (essence, owner project and its `owner_spec` file, DHCP `hosts`);
+`network_users:` maps a network to the domains (of any project) with an interface on it,
+besides the observed domains whose interfaces say so; `images:` the images' records
 (`{pool, name, current, stamp}`); a domain's `unmodeled:` lists its devices no spec field
-describes (`{tag, xml}`). `rebuild: {names, start, refresh}` plans a rebuild instead
+describes (`{tag, xml}`). A pool may carry reconcile's record (`owner: {project,
+spec_file, made_directory}`, `spec_file: SPECS` for the case's own file); an active pool
+holds the observed volumes in it (or `holds:`, their names), an inactive one none known. `rebuild: {names, start, refresh}` plans a rebuild instead
 of an apply, `refresh` mapping an image's name to what its source says now (a stamp, or the
 error its check gave); an ownership may give `rebuilds` and an unfinished `reset`
 (`{generation, start}`). Adding a scenario is adding a file.
@@ -29,7 +33,7 @@ from reconcile.codec import seed
 from reconcile import spec as specs
 from reconcile.model import ImageHead, ImageRecord, SourceStamp
 from reconcile.model import (HostEntry, Observed, ObservedDomain, ObservedNetwork, ObservedPool, ObservedSeed,
-                             ObservedVolume, Ownership, UnmodeledDevice, VolumeRef)
+                             ObservedVolume, Ownership, PoolOwner, UnmodeledDevice, VolumeRef)
 from reconcile.cli.render import change_line, change_text, dumps, plan_json, plan_text
 from reconcile.model.observed import ResetMark
 from reconcile.model.units import parse_size
@@ -79,7 +83,6 @@ def observed_from(data: dict, desired) -> Observed:
                                             running=d.get("running", True), essence=essence, ownership=ownership,
                                             live_essence=live,
                                             unmodeled=tuple(UnmodeledDevice(**u) for u in d.get("unmodeled", [])))
-    pools = {p["name"]: ObservedPool(p["name"], p.get("active", True), p.get("path", "/x")) for p in data.get("pools", [])}
     volumes = {(v["pool"], v["name"]): ObservedVolume(v["pool"], v["name"], parse_size(v["capacity"]), 0,
                                                       v.get("format", "qcow2"), v.get("path", f"/x/{v['name']}"),
                                                       v.get("backing"), head_from(v))
@@ -93,16 +96,37 @@ def observed_from(data: dict, desired) -> Observed:
             files = None if s.get("files") is None else {k: v.encode() for k, v in s["files"].items()}
         seeds[(s["pool"], s["name"])] = ObservedSeed(files, seed.instance_id_of(files.get("meta-data", b"")) if files else None)
         volumes.setdefault((s["pool"], s["name"]), ObservedVolume(s["pool"], s["name"], 65536, 0, "raw", f"/x/{s['name']}"))
+    pools = {p["name"]: pool_from(p, volumes, desired) for p in data.get("pools", [])}
     aliases = {tuple(k.split("/")): v for k, v in (data.get("machine_aliases") or {}).items()}
     attached = {tuple(k.split("/")): tuple(v) for k, v in (data.get("attached") or {}).items()}
     networks = {n["name"]: ObservedNetwork(n["name"], n.get("active", True), n.get("autostart", True),
                                            n.get("essence", {"mode": "isolated"}), n.get("owner"),
-                                           tuple(sorted(HostEntry(**h) for h in n.get("hosts", []))))
+                                           tuple(sorted(HostEntry(**h) for h in n.get("hosts", []))),
+                                           spec_path(n.get("owner_spec", ""), desired))
                 for n in data.get("networks", [])}
+    on_network: dict[str, set[str]] = {k: set(v) for k, v in (data.get("network_users") or {}).items()}
+    for dom in domains.values():
+        for iface in dom.essence.get("interfaces") or ():
+            on_network.setdefault(iface["network"], set()).add(dom.name)
     images = {(i["pool"], i["name"]): ImageRecord(i["current"], SourceStamp(**i["stamp"]))
               for i in data.get("images", [])}
     return Observed(uri="test:///plain", domains=domains, pools=pools, volumes=volumes, seeds=seeds,
-                    machine_aliases=aliases, attached=attached, networks=networks, images=images)
+                    machine_aliases=aliases, attached=attached, networks=networks, images=images,
+                    network_users={k: tuple(sorted(v)) for k, v in on_network.items()})
+
+
+def spec_path(value: str, desired) -> str:
+    """`SPECS` is the case's own spec file, as what reconcile made from it records it."""
+    return desired.absolute_files[0] if value == "SPECS" else value
+
+
+def pool_from(p: dict, volumes: dict, desired) -> ObservedPool:
+    owner = p.get("owner")
+    record = None if owner is None else PoolOwner(owner["project"], spec_path(owner.get("spec_file", ""), desired),
+                                                  owner.get("made_directory", False))
+    active = p.get("active", True)
+    holds = tuple(sorted(p.get("holds") or [name for pool, name in volumes if pool == p["name"]])) if active else None
+    return ObservedPool(p["name"], active, p.get("path", "/x"), record, holds)
 
 
 @pytest.mark.parametrize("case_file", CASES, ids=[c.stem for c in CASES])

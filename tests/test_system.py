@@ -151,6 +151,8 @@ def test_destroy_removes_domains_and_owned_volumes_but_keeps_kept(lab):
     assert f"- destroy domain {keeper}" in out.stdout
     assert lab.domain_names() == set()
     assert lab.volume_names() == {f"{keeper}-vdb.img"}
+    # The pool reconcile made for the lab stays while the kept disk is in it.
+    assert f"= pool {lab.pool}: kept: it still holds volume {keeper}-vdb.img" in out.stdout, out.stdout
     # Nothing left to destroy: a second run is a no-op.
     again = lab.cli("destroy", check=0)
     assert "No changes." in again.stdout

@@ -261,3 +261,106 @@ def test_a_broken_connection_skips_what_was_not_attempted(host, tmp_path):
     assert result.connection_lost
     assert rest and all(r.status is Status.SKIPPED for r in rest), rest
     assert any(r.message == "not attempted: the connection to the host was lost" for r in rest)
+
+
+TEARDOWN = """
+    project: td
+    pools: [{name: td-pool, path: /nowhere/td-pool}]
+    networks: [{name: td-net}]
+    domains:
+      - name: td-tear
+        memory: 128MiB
+        state: stopped
+        disks: [{pool: td-pool, size: 16MiB}]
+        interfaces: [{network: td-net}]
+    """
+
+
+def test_destroy_removes_the_pool_and_network_it_made_and_their_records_say_so(host, tmp_path):
+    """The pool carries the record in its definition (libvirt keeps a dir pool's
+    <source><vendor/><product/>), observe reads it back, and destroy removes the pool and the
+    network after the domain and its volume; `default-pool`, which reconcile did not make,
+    and anything of another project stay."""
+    from types import SimpleNamespace
+
+    from reconcile.cli.main import observe_for
+
+    write(tmp_path / "a.yaml", TEARDOWN)
+    desired = specs.load([str(tmp_path)])
+    conn = libvirt.open(URI)
+    try:
+        result = execute(planner.plan(desired, observe_for(SimpleNamespace(command="apply"), desired, host)), host)
+        assert result.ok, result.results
+        observed = observe_for(SimpleNamespace(command="apply"), desired, host)
+        pool = observed.pools["td-pool"]
+        assert pool.owner is not None and pool.owner.project == "td" and pool.owner.spec_file == str(tmp_path / "a.yaml")
+        assert pool.volumes == ("td-tear-vda.qcow2",)
+        assert observed.network_users["td-net"] == ("td-tear",)
+        assert observed.networks["td-net"].owner_spec == str(tmp_path / "a.yaml")
+        assert observed.pools["default-pool"].owner is None
+        # specs that no longer declare them still see them, with their records (for orphans, --prune)
+        bare = specs.load([str(write(tmp_path / "bare" / "a.yaml", "project: td\ndomains: []\n"))])
+        seen = observe_for(SimpleNamespace(command="plan"), bare, host)
+        assert seen.pools["td-pool"].owner.project == "td" and seen.pools["td-pool"].volumes == ("td-tear-vda.qcow2",)
+        assert seen.networks["td-net"].owner_project == "td"
+
+        plan = planner.plan_destroy(desired, observe_for(SimpleNamespace(command="destroy"), desired, host))
+        assert [f"{a.kind.glyph} {a.resource.value} {a.name}" for a in plan.actions] == [
+            "- volume td-pool/td-tear-vda.qcow2", "- domain td-tear", "- network td-net", "- pool td-pool"]
+        result = execute(plan, host)
+        assert result.ok, result.results
+        assert "td-pool" not in {p.name() for p in conn.listAllStoragePools(0)}
+        assert "td-net" not in {n.name() for n in conn.listAllNetworks(0)}
+        assert "default-pool" in {p.name() for p in conn.listAllStoragePools(0)}
+        again = execute(plan, host)  # as a run killed after the removals would be re-run
+        assert {r.action.name: r.status for r in again.results if r.action.resource.value in ("pool", "network")} \
+            == {"td-pool": Status.UNCHANGED, "td-net": Status.UNCHANGED}
+    finally:
+        for name in ("td-pool",):
+            if name in {p.name() for p in conn.listAllStoragePools(0)}:
+                p = conn.storagePoolLookupByName(name)
+                for vol in p.listAllVolumes(0):
+                    vol.delete(0)
+                if p.isActive():
+                    p.destroy()
+                p.undefine()
+        if "td-net" in {n.name() for n in conn.listAllNetworks(0)}:
+            n = conn.networkLookupByName("td-net")
+            if n.isActive():
+                n.destroy()
+            n.undefine()
+
+
+def test_a_removal_rechecks_and_keeps_what_came_to_be_used(host, tmp_path):
+    """A pool that holds a volume by the time its removal runs, and a network a domain has
+    come to use, are kept (unchanged, with what holds them): the plan was made from an
+    older read."""
+    write(tmp_path / "a.yaml", TEARDOWN)
+    desired = specs.load([str(tmp_path)])
+    conn = libvirt.open(URI)
+    try:
+        assert execute(planner.plan(desired, host.observe(pools={"td-pool"}, networks={"td-net"})), host).ok
+        plan = planner.plan_destroy(desired, host.observe(pools={"td-pool"}, networks={"td-net"}, project="td"))
+        conn.storagePoolLookupByName("td-pool").createXML(
+            "<volume><name>late.raw</name><capacity>1024</capacity></volume>", 0)
+        conn.defineXML("<domain type='test'><name>td-late</name><memory>65536</memory><os><type>hvm</type></os>"
+                       "<devices><interface type='network'><source network='td-net'/></interface></devices></domain>")
+        result = execute(plan, host)
+        by = {r.action.name: r for r in result.results}
+        assert by["td-pool"].status is Status.UNCHANGED and "late.raw" in by["td-pool"].message
+        assert by["td-net"].status is Status.UNCHANGED and "td-late" in by["td-net"].message
+    finally:
+        if "td-late" in {d.name() for d in conn.listAllDomains(0)}:
+            conn.lookupByName("td-late").undefine()
+        if "td-pool" in {p.name() for p in conn.listAllStoragePools(0)}:
+            p = conn.storagePoolLookupByName("td-pool")
+            for vol in p.listAllVolumes(0):
+                vol.delete(0)
+            if p.isActive():
+                p.destroy()
+            p.undefine()
+        if "td-net" in {n.name() for n in conn.listAllNetworks(0)}:
+            n = conn.networkLookupByName("td-net")
+            if n.isActive():
+                n.destroy()
+            n.undefine()

@@ -9,11 +9,12 @@ from collections.abc import Callable
 from typing import NamedTuple, Protocol
 
 from ..codec import imageversions, seed
-from ..model import DEFAULT_STOP_TIMEOUT, Action, ActionKind, HostEntry, ImageHead, ImageRecord, SourceStamp, Status
+from ..model import (DEFAULT_STOP_TIMEOUT, Action, ActionKind, HostEntry, ImageHead, ImageRecord, PoolOwner,
+                     SourceStamp, Status, Teardown, TeardownOutcome)
 from ..model.steps import (CreateVolume, DefineDomain, DeleteVersion, DeleteVolume, EnsureNetwork, EnsurePool,
                            GrowVolume, ImportImage, LiveChange, OverlayBase, RecordImage, RecreateVolume,
-                           ReplaceVolume, StartDomain, Step, StopDomain, UndefineDomain, UpdateNetworkHosts,
-                           WriteRecord, WriteSeed)
+                           RemoveNetwork, RemovePool, ReplaceVolume, StartDomain, Step, StopDomain, UndefineDomain,
+                           UpdateNetworkHosts, WriteRecord, WriteSeed)
 from . import sources
 
 
@@ -26,8 +27,10 @@ class Host(Protocol):
     def stop_domain(self, name: str, timeout: float, force: bool = False) -> str: ...
     def undefine_domain(self, name: str) -> bool: ...
     def apply_live(self, name: str, changes: tuple[LiveChange, ...]) -> list[str]: ...
-    def ensure_pool(self, name: str, path: str) -> bool: ...
+    def ensure_pool(self, name: str, path: str, owner: PoolOwner | None = None) -> bool: ...
+    def remove_pool(self, name: str, project: str) -> Teardown: ...
     def ensure_network(self, name: str, xml: str) -> bool: ...
+    def remove_network(self, name: str, project: str) -> Teardown: ...
     def update_network_hosts(self, name: str, add: tuple[HostEntry, ...], remove: tuple[HostEntry, ...]) -> bool: ...
     def read_head(self, pool_name: str, name: str) -> ImageHead | None: ...
     def create_volume(self, pool_name: str, name: str, capacity: int | None, fmt: str,
@@ -69,7 +72,33 @@ def describe_stop(how: str, timeout: float, force: bool) -> str:
 
 
 def _pool(host: Host, action: Action, step: EnsurePool, force: bool) -> Done:
-    return applied(host.ensure_pool(step.name, step.path), unchanged="already exists and is active")
+    return applied(host.ensure_pool(step.name, step.path, step.owner), unchanged="already exists and is active")
+
+
+def _listed(names: tuple[str, ...]) -> str:
+    return ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+
+
+def _teardown(found: Teardown, held: str, removed: str) -> Done:
+    """How a removal ended: a pool or network found in use or no longer this project's is
+    left alone (unchanged: the host keeps what it has), and the message says why."""
+    if found.outcome is TeardownOutcome.GONE:
+        return Done(Status.UNCHANGED, "already gone")
+    if found.outcome is TeardownOutcome.NOT_OURS:
+        whose = f"project {found.owner}'s" if found.owner else "not reconcile's"
+        return Done(Status.UNCHANGED, f"kept: its record now says it is {whose}")
+    if found.outcome is TeardownOutcome.IN_USE:
+        return Done(Status.UNCHANGED, f"kept: {held} {_listed(found.users)}")
+    return Done(Status.APPLIED, removed)
+
+
+def _remove_pool(host: Host, action: Action, step: RemovePool, force: bool) -> Done:
+    found = host.remove_pool(step.name, step.project)
+    return _teardown(found, "it holds", "with its directory" if found.directory_removed else "")
+
+
+def _remove_network(host: Host, action: Action, step: RemoveNetwork, force: bool) -> Done:
+    return _teardown(host.remove_network(step.name, step.project), "in use by domain", "")
 
 
 def _network(host: Host, action: Action, step: EnsureNetwork, force: bool) -> Done:
@@ -187,7 +216,7 @@ RUNNERS: dict[type[Step], Callable[[Host, Action, Step, bool], Done]] = {
     GrowVolume: _grow_volume, DeleteVolume: _delete_volume, ReplaceVolume: _delete_volume, WriteSeed: _write_seed,
     DefineDomain: _define, StartDomain: _start, StopDomain: _stop, UndefineDomain: _undefine,
     RecreateVolume: _recreate_volume, WriteRecord: _write_record, RecordImage: _record_image,
-    DeleteVersion: _delete_version,
+    DeleteVersion: _delete_version, RemovePool: _remove_pool, RemoveNetwork: _remove_network,
 }
 
 

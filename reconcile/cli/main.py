@@ -229,7 +229,10 @@ def observe_for(args: argparse.Namespace, desired, host):
                         live={d.name for d in desired.domains},
                         machines=any(d.machine for d in desired.domains),
                         networks=desired.networks_of_interest(), project=desired.project,
-                        images={(i.pool, i.name) for i in desired.images})
+                        images={(i.pool, i.name) for i in desired.images},
+                        # plan and apply note (and with --prune remove) the pools and networks
+                        # the project made that no spec declares: every definition is read
+                        records=args.command in ("plan", "apply"))
 
 
 def refreshed_images(args: argparse.Namespace, desired) -> list:

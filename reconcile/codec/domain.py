@@ -438,6 +438,25 @@ def disk_sources(xml: str) -> tuple[set[str], set[tuple[str, str]]]:
     return files, volumes
 
 
+_INTERFACE = re.compile(r"<interface\b([^>]*)>(.*?)</interface>", re.S)
+
+
+def interface_sources(xml: str) -> tuple[set[str], set[str]]:
+    """The networks (by name) and the bridges a domain's interfaces are on, read from its
+    XML text as `disk_sources` reads disks: what tells whether a network is still used."""
+    networks: set[str] = set()
+    bridges: set[str] = set()
+    for iface in _INTERFACE.finditer(xml):
+        kind = dict(_ATTR.findall(iface.group(1))).get("type")
+        for source in _SOURCE.finditer(iface.group(2)):
+            attrs = {k: html.unescape(v) for k, v in _ATTR.findall(source.group(1))}
+            if kind == "network" and "network" in attrs:
+                networks.add(attrs["network"])
+            elif kind == "bridge" and "bridge" in attrs:
+                bridges.add(attrs["bridge"])
+    return networks, bridges
+
+
 def machine_aliases(capabilities_xml: str) -> dict[tuple[str, str], str]:
     """Machine types the hypervisor resolves, from its capabilities: (arch, alias) -> canonical."""
     out: dict[tuple[str, str], str] = {}

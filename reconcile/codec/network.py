@@ -1,7 +1,8 @@
 """Network XML in both directions: spec -> XML to define, live XML -> essence to compare. Pure.
 
-A network reconcile creates carries an ownership element in its own namespace, as domains do,
-so a pipeline can tell which networks a project made. Networks are never removed implicitly.
+A network reconcile creates carries an ownership element in its own namespace, as domains do:
+the project and the spec file that declared it. It is how `destroy` and `apply --prune` know
+the networks a project made (and may remove once no domain uses them), and a pipeline too.
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ ET.register_namespace("reconcile-net", NAMESPACE)
 _Q = "{%s}" % NAMESPACE
 
 
-def network_xml(spec: NetworkSpec, project: str, hosts: tuple[HostEntry, ...] = ()) -> str:
-    """The network to define; `hosts` are its DHCP reservations and DNS names."""
+def network_xml(spec: NetworkSpec, project: str, hosts: tuple[HostEntry, ...] = (), spec_file: str = "") -> str:
+    """The network to define; `hosts` are its DHCP reservations and DNS names; `spec_file`
+    the absolute path of the file declaring it (what bounds a prune), else its origin's."""
     net = ET.Element("network")
     ET.SubElement(net, "name").text = spec.name
-    ET.SubElement(ET.SubElement(net, "metadata"), _Q + "owner", {"project": project, "spec": spec.origin.file})
+    ET.SubElement(ET.SubElement(net, "metadata"), _Q + "owner", {"project": project,
+                                                                 "spec": spec_file or spec.origin.file})
     if spec.mode == "nat":
         ET.SubElement(net, "forward", {"mode": "nat"})
     if spec.bridge:
@@ -65,8 +68,14 @@ def hosts_of(xml: str) -> tuple[HostEntry, ...]:
 
 
 def owner_project(xml: str) -> str | None:
+    return owner_of(xml)[0]
+
+
+def owner_of(xml: str) -> tuple[str | None, str]:
+    """The project and the spec file reconcile's record in a network names; (None, "")
+    for a network without one."""
     el = ET.fromstring(xml).find(f"metadata/{_Q}owner")
-    return el.get("project") if el is not None else None
+    return (el.get("project"), el.get("spec", "")) if el is not None else (None, "")
 
 
 def essence_of(xml: str) -> dict[str, Any]:

@@ -2,21 +2,78 @@
 
 One skeleton for every volume reconcile creates (an empty disk, an overlay, an import, a
 seed), and the reading of a volume's XML into `ObservedVolume`.
+
+A pool reconcile creates carries its ownership record in its own definition, so that the
+record is there from the moment the pool is defined until it is undefined, and a run
+killed at any point between leaves no pool that reconcile made but does not know it made.
+libvirt keeps no `<metadata>` or `<description>` for a pool, nor `<source><name>` for a
+directory pool (libvirt 9.0 drops them on define); it does keep a directory pool's
+`<source><vendor name=…/><product name=…/>`, which mean nothing to a directory pool. So
+the vendor says the record is reconcile's (`OWNER_VENDOR`), and the product holds it as
+words `KEY=VALUE`, each value percent-encoded: `project=tour spec=/srv/lab/pool.yaml
+directory=made` (or `directory=found`: the directory was there before the pool).
 """
 
 from __future__ import annotations
 
+import urllib.parse
 import xml.etree.ElementTree as ET
 
-from ..model import ObservedVolume
+from ..model import ObservedVolume, PoolOwner
+
+OWNER_VENDOR = "http://reconcile.dev/xmlns/pool/1"
 
 
-def pool_xml(name: str, path: str) -> str:
-    """A directory pool at `path`."""
+def pool_xml(name: str, path: str, owner: PoolOwner | None = None) -> str:
+    """A directory pool at `path`, with reconcile's record of `owner` if given."""
     root = ET.Element("pool", {"type": "dir"})
     ET.SubElement(root, "name").text = name
+    if owner is not None:
+        _set_owner(root, owner)
     ET.SubElement(ET.SubElement(root, "target"), "path").text = path
     return ET.tostring(root, encoding="unicode")
+
+
+def with_owner(xml: str, owner: PoolOwner) -> str:
+    """A pool's own definition (as libvirt gives it) with reconcile's record set to `owner`,
+    everything else kept: to define it again."""
+    root = ET.fromstring(xml)
+    _set_owner(root, owner)
+    return ET.tostring(root, encoding="unicode")
+
+
+def _set_owner(root: ET.Element, owner: PoolOwner) -> None:
+    source = root.find("source")
+    if source is None:
+        source = ET.Element("source")
+        root.insert(1, source)  # after <name>, where libvirt writes it
+    for tag in ("vendor", "product"):
+        for old in source.findall(tag):
+            source.remove(old)
+    words = {"project": owner.project, "spec": owner.spec_file, "directory": "made" if owner.made_directory else "found"}
+    ET.SubElement(source, "vendor", {"name": OWNER_VENDOR})
+    ET.SubElement(source, "product", {"name": " ".join(f"{k}={urllib.parse.quote(v, safe='/')}"
+                                                       for k, v in words.items())})
+
+
+def pool_owner(xml: str) -> PoolOwner | None:
+    """reconcile's record in a pool's definition; None when it has none (or one edited into
+    something else: then the pool is not taken for reconcile's)."""
+    if not xml:
+        return None
+    source = ET.fromstring(xml).find("source")
+    vendor = source.find("vendor") if source is not None else None
+    product = source.find("product") if source is not None else None
+    if vendor is None or vendor.get("name") != OWNER_VENDOR or product is None:
+        return None
+    words = {}
+    for word in (product.get("name") or "").split():
+        key, sep, value = word.partition("=")
+        if sep:
+            words[key] = urllib.parse.unquote(value)
+    if not words.get("project") or words.get("directory") not in ("made", "found"):
+        return None
+    return PoolOwner(words["project"], words.get("spec", ""), words["directory"] == "made")
 
 
 def pool_path(xml: str) -> str:

@@ -7,8 +7,8 @@ nothing to do, so a re-run after a crash converges instead of failing. Every lib
 translated here into one of reconcile's `HostError` kinds, with the original as the cause.
 
 `connection` (opening it, rounds of reads, streams), `errors` (libvirt's errors as ours),
-`observe` (the read rounds), and the primitives by resource: `domains`, `storage` (pools
-and volumes), `networks`, `locks` (the run lock's storage), `guests` (addresses, consoles,
+`observe` (the read rounds), and the primitives by resource: `domains`, `pools`, `storage`
+(volumes), `networks`, `locks` (the run lock's storage), `guests` (addresses, consoles,
 the agent). May import: `codec`, `model`, `errors`.
 """
 

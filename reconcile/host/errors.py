@@ -35,6 +35,12 @@ _TRANSIENT_ERRNOS = {errno.EAGAIN, errno.EINTR}
 _PERMISSION_ERRNOS = {errno.EACCES, errno.EPERM}
 
 
+def missing_file(exc: libvirt.libvirtError) -> bool:
+    """Whether libvirtd failed because a file or directory it needed is not there (a system
+    call answered ENOENT): starting a directory pool whose directory is missing."""
+    return exc.get_error_code() == libvirt.VIR_ERR_SYSTEM_ERROR and exc.get_int1() == errno.ENOENT
+
+
 def translate(exc: libvirt.libvirtError, subject: str = "") -> HostError:
     """A libvirtError as one of our kinds, keeping libvirt's own words in the message."""
     code = exc.get_error_code()

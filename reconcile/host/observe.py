@@ -17,11 +17,16 @@ from ..codec import network as netxml
 from ..codec import seed
 from ..codec import storage
 from ..model.observed import volume_paths
-from ..model import ImageRecord, Observed, ObservedDomain, ObservedNetwork, ObservedPool, ObservedSeed, ObservedVolume
+from ..model import (ImageRecord, Observed, ObservedDomain, ObservedNetwork, ObservedPool, ObservedSeed, ObservedVolume,
+                     PoolOwner)
 from .connection import Connection
 from .errors import translate, wrapped
 
 _VOLUME_GONE = (libvirt.VIR_ERR_NO_STORAGE_VOL, libvirt.VIR_ERR_NO_STORAGE_POOL)  # deleted while we looked
+
+
+def _ours(owner: PoolOwner | None, project: str | None) -> bool:
+    return owner is not None and project is not None and owner.project == project
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +42,7 @@ class _Wanted:
     networks: frozenset[str] | None
     project: str | None
     images: frozenset[tuple[str, str]] = frozenset()  # whose versions and record are read
+    records: bool = False  # every pool's and network's definition is read, for the records in them
 
     def versioned(self, pool: str, volume: str) -> bool:
         """Whether a volume is a version or the record of an image of interest."""
@@ -68,7 +74,7 @@ class Observing(Connection):
                 live: Iterable[str] | None = None, seeds: Iterable[tuple[str, str]] = (),
                 heads: Iterable[tuple[str, str]] = (), machines: bool = True,
                 networks: Iterable[str] | None = None, project: str | None = None,
-                images: Iterable[tuple[str, str]] = ()) -> Observed:
+                images: Iterable[tuple[str, str]] = (), records: bool = False) -> Observed:
         """Read the host. `pools` and `volumes` name what the specs care about beyond domains.
 
         `volumes=None` reads every volume of every active pool (export needs to know which
@@ -84,7 +90,10 @@ class Observing(Connection):
         manages: a host shared with other work may hold many more, whose XML is read (it says
         who manages them) but not parsed when it carries no ownership record at all.
         `images` (pool, name): the images whose versions (`NAME.VERSION`, with their heads)
-        and record of the current one are read too.
+        and record of the current one are read too. With `records`, every pool's and every
+        network's definition is read, whatever the specs name, for reconcile's records in
+        them (what the project made: orphans, `--prune`), and the volumes of each active
+        pool whose record is `project`'s are listed (a pool is removed only once empty).
 
         The reads go in rounds (the listings; each pool's path and volumes; one XML per
         domain, volume and network), the calls of a round several at a time (see `_reads`);
@@ -94,7 +103,7 @@ class Observing(Connection):
         want = _Wanted(pools=frozenset(pools), volumes=frozenset(volumes or ()) | seeds | heads,
                        every_volume=volumes is None, live=None if live is None else frozenset(live), seeds=seeds,
                        heads=heads, networks=None if networks is None else frozenset(networks), project=project,
-                       images=frozenset(images))
+                       images=frozenset(images), records=records)
         listed = self._list(want, machines)
         observed_pools, vol_objects = self._read_pools(listed, want)
         xml_of = self._read_xml(listed, vol_objects, want)
@@ -104,10 +113,12 @@ class Observing(Connection):
             if not _gone(xml, _VOLUME_GONE, f"read volume {key[0]}/{key[1]}"):
                 observed_volumes[key] = storage.observed_volume(key[0], key[1], xml)
         observed_seeds, records = self._read_content(vol_objects, observed_volumes, want)
-        domains, users = _domains(listed, xml_of, observed_volumes, want)
+        domains, users, interfaces = _domains(listed, xml_of, observed_volumes, want)
+        networks = _networks(listed, xml_of)
         return Observed(uri=self.uri, domains=domains, pools=observed_pools, volumes=observed_volumes,
-                        networks=_networks(listed, xml_of), seeds=observed_seeds,
+                        networks=networks, seeds=observed_seeds,
                         attached={k: tuple(sorted(v)) for k, v in users.items() if k in observed_volumes},
+                        network_users=_network_users(interfaces, networks),
                         machine_aliases=domxml.machine_aliases(listed.capabilities) if listed.capabilities else {},
                         images=records)
 
@@ -121,7 +132,7 @@ class Observing(Connection):
             "pools": (conn.listAllStoragePools, 0),
             "active pools": (conn.listAllStoragePools, libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE),
         }
-        if want.networks is None or want.networks:
+        if want.records or want.networks is None or want.networks:
             listings["networks"] = (conn.listAllNetworks, 0)
             listings["active networks"] = (conn.listAllNetworks, libvirt.VIR_CONNECT_LIST_NETWORKS_ACTIVE)
             listings["autostart networks"] = (conn.listAllNetworks, libvirt.VIR_CONNECT_LIST_NETWORKS_AUTOSTART)
@@ -133,7 +144,7 @@ class Observing(Connection):
         wanted_nets = want.networks
         # A network of interest that is not there yet may be created: then the others'
         # addresses and bridges are read too, so that a clash is refused at plan time.
-        if wanted_nets and not wanted_nets <= {n.name() for n in nets}:
+        if want.records or (wanted_nets and not wanted_nets <= {n.name() for n in nets}):
             wanted_nets = None
         names = lambda key: {x.name() for x in listed.get(key, ())}  # noqa: E731
         return _Listing(domains=listed["domains"], active=names("active"), autostart=names("autostart"),
@@ -147,7 +158,7 @@ class Observing(Connection):
         every_pool = {p.name() for p in listed.pools}
         wanted = every_pool if want.every_volume else set(want.pools) | {p for p, _ in want.volumes | want.images}
         # a pool to create: its path is checked against all the others' (their volumes are not needed)
-        paths = every_pool if not wanted <= every_pool else wanted
+        paths = every_pool if want.records or not wanted <= every_pool else wanted
         reads: dict[tuple[str, str], tuple] = {}
         for pool in listed.pools:
             if pool.name() in paths:  # only these need their path: one read fewer per other pool
@@ -155,20 +166,30 @@ class Observing(Connection):
             if pool.name() in wanted and pool.name() in listed.active_pools:
                 reads[("volumes", pool.name())] = (pool.listAllVolumes, 0)
         results = self._reads(reads)
-        observed: dict[str, ObservedPool] = {}
+        defined: dict[str, tuple[str, PoolOwner | None]] = {}  # name -> its path and reconcile's record
         for pool in listed.pools:
-            name = pool.name()
-            xml = results.get(("xml", name), "")
-            if not _gone(xml, (libvirt.VIR_ERR_NO_STORAGE_POOL,), f"read pool {name}"):
-                observed[name] = ObservedPool(name, name in listed.active_pools, storage.pool_path(xml))
+            xml = results.get(("xml", pool.name()), "")
+            if not _gone(xml, (libvirt.VIR_ERR_NO_STORAGE_POOL,), f"read pool {pool.name()}"):
+                defined[pool.name()] = (storage.pool_path(xml), storage.pool_owner(xml))
+        # The project's own pools are removed only once empty: their volumes are listed too.
+        mine = {pool.name(): (pool.listAllVolumes, 0) for pool in listed.pools
+                if ("volumes", pool.name()) not in reads and pool.name() in listed.active_pools
+                and _ours(defined.get(pool.name(), ("", None))[1], want.project)}
+        if mine:
+            results.update({("volumes", name): vols for name, vols in self._reads(mine).items()})
         vol_objects: dict[tuple[str, str], libvirt.virStorageVol] = {}
+        names: dict[str, tuple[str, ...]] = {}
         for (what, name), vols in results.items():
             # a pool removed or stopped while we looked has no volumes to report
             if what == "volumes" and not _gone(vols, (libvirt.VIR_ERR_NO_STORAGE_POOL,
                                                       libvirt.VIR_ERR_OPERATION_INVALID), f"list volumes of pool {name}"):
-                vol_objects.update(((name, v.name()), v) for v in vols
-                                   if want.every_volume or (name, v.name()) in want.volumes
-                                   or want.versioned(name, v.name()))
+                names[name] = tuple(sorted(v.name() for v in vols))
+                if name in wanted:
+                    vol_objects.update(((name, v.name()), v) for v in vols
+                                       if want.every_volume or (name, v.name()) in want.volumes
+                                       or want.versioned(name, v.name()))
+        observed = {name: ObservedPool(name, name in listed.active_pools, path, owner, names.get(name))
+                    for name, (path, owner) in defined.items()}
         return observed, vol_objects
 
     def _read_xml(self, listed: _Listing, vol_objects: dict, want: _Wanted) -> dict:
@@ -221,21 +242,24 @@ class Observing(Connection):
 
 
 def _domains(listed: _Listing, xml_of: dict, volumes: dict[tuple[str, str], ObservedVolume],
-             want: _Wanted) -> tuple[dict[str, ObservedDomain], dict[tuple[str, str], list[str]]]:
-    """The domains of interest, and which domains (of any project, or none) have each volume
-    as a disk: one attached elsewhere is never attached again, nor deleted.
+             want: _Wanted) -> tuple[dict[str, ObservedDomain], dict[tuple[str, str], list[str]], dict]:
+    """The domains of interest, which domains (of any project, or none) have each volume
+    as a disk (one attached elsewhere is never attached again, nor deleted), and the networks
+    and bridges each domain's interfaces are on (a network in use is never removed).
 
     With a project, the domains observed are those the specs name and those the project
     manages; the XML of the others is only scanned for its disks."""
     by_path = volume_paths(volumes)
     observed: dict[str, ObservedDomain] = {}
     users: dict[tuple[str, str], list[str]] = {}
+    interfaces: dict[str, tuple[set[str], set[str]]] = {}
     scoped = want.project is not None and want.live is not None
     for dom in listed.domains:
         name = dom.name()
         xml = xml_of[("domain", name)]
         if _gone(xml, (libvirt.VIR_ERR_NO_DOMAIN,), f"read domain {name}"):
             continue
+        interfaces[name] = domxml.interface_sources(xml)
         named = want.named(name)
         if scoped and not named and ownership.NAMESPACE not in xml:
             _note_users(users, name, xml, by_path)
@@ -260,7 +284,18 @@ def _domains(listed: _Listing, xml_of: dict, volumes: dict[tuple[str, str], Obse
         observed[name] = ObservedDomain(name=name, uuid=dom.UUIDString(), running=name in listed.active,
                                         essence=essence, ownership=owner, xml=xml, live_essence=live_essence,
                                         unmodeled=devices.unmodeled(root))
-    return observed, users
+    return observed, users, interfaces
+
+
+def _network_users(interfaces: dict[str, tuple[set[str], set[str]]],
+                   networks: dict[str, ObservedNetwork]) -> dict[str, tuple[str, ...]]:
+    """The domains on each network: by its name, or on its bridge (an interface of type bridge)."""
+    bridge_of = {n.essence.get("bridge"): n.name for n in networks.values() if n.essence.get("bridge")}
+    out: dict[str, set[str]] = {}
+    for domain, (nets, bridges) in interfaces.items():
+        for net in nets | {bridge_of[b] for b in bridges if b in bridge_of}:
+            out.setdefault(net, set()).add(domain)
+    return {net: tuple(sorted(names)) for net, names in out.items()}
 
 
 def _networks(listed: _Listing, xml_of: dict) -> dict[str, ObservedNetwork]:
@@ -269,8 +304,9 @@ def _networks(listed: _Listing, xml_of: dict) -> dict[str, ObservedNetwork]:
         name = net.name()
         xml = xml_of[("network", name)]
         if not _gone(xml, (libvirt.VIR_ERR_NO_NETWORK,), f"read network {name}"):
+            project, spec_file = netxml.owner_of(xml)
             out[name] = ObservedNetwork(name, name in listed.active_networks, name in listed.autostart_networks,
-                                        netxml.essence_of(xml), netxml.owner_project(xml), netxml.hosts_of(xml))
+                                        netxml.essence_of(xml), project, netxml.hosts_of(xml), spec_file)
     return out
 
 

@@ -1,5 +1,4 @@
-"""Pools and volumes on the host: pools made and started, volumes created, grown, imported
-through a stream, read back and deleted."""
+"""Volumes on the host: created, grown, imported through a stream, read back and deleted."""
 
 from __future__ import annotations
 
@@ -15,40 +14,12 @@ from ..codec import storage
 from ..errors import Conflict, InvalidRequest, NotFound
 from ..model import ImageHead
 from ..model.steps import OverlayBase
-from .connection import Connection
 from .errors import lookup, translate, wrapped
+from .pools import Pools
 
 
-class Storage(Connection):
-
-    def _pool(self, name: str) -> libvirt.virStoragePool | None:
-        return lookup(lambda: self.conn.storagePoolLookupByName(name), libvirt.VIR_ERR_NO_STORAGE_POOL,
-                      f"look up pool {name}")
-
-    def ensure_pool(self, name: str, path: str) -> bool:
-        """Define, build, start and autostart a directory pool; False if it was all done."""
-        changed = False
-        pool = self._pool(name)
-        if pool is None:
-            with wrapped(f"define pool {name}"):
-                pool = self.conn.storagePoolDefineXML(storage.pool_xml(name, path), 0)
-            changed = True
-            with wrapped(f"build pool {name} at {path}"):
-                pool.build(0)
-            with wrapped(f"set autostart of pool {name}"):
-                pool.setAutostart(1)
-        with wrapped(f"start pool {name}"):
-            if not pool.isActive():
-                # A run cut short between define and build, or a directory removed by hand:
-                # building a dir pool only creates its directory, so it is safe to repeat.
-                if storage.is_dir_pool(pool.XMLDesc(0)):
-                    pool.build(0)
-                pool.create(0)
-                changed = True
-            if not pool.autostart():
-                pool.setAutostart(1)
-                changed = True
-        return changed
+class Storage(Pools):
+    """Volumes: created, grown, imported, read back and deleted (pools are `Pools`')."""
 
     def _volume(self, pool_name: str, name: str) -> libvirt.virStorageVol | None:
         pool = self._pool(pool_name)

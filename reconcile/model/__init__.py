@@ -12,7 +12,7 @@ from .desired import (DEFAULT_STOP_TIMEOUT, Backing, Cdrom, Console, Desired, Di
 from .guest import (Address, AddressSource, Check, Condition, ConditionKind, Guest, Nic, Ready, Readiness,
                     one_line)
 from .observed import (ImageHead, ImageRecord, SourceStamp, Observed, ObservedDomain, ObservedNetwork, ObservedPool, ObservedSeed,
-                       ObservedVolume, Ownership, UnmodeledDevice, VolumeRef)
+                       ObservedVolume, Ownership, UnmodeledDevice, PoolOwner, Teardown, TeardownOutcome, VolumeRef)
 from .plan import (Action, ActionKind, ActionResult, ApplyResult, Change, ChangeClass, Note, NoteKind, Pending, Plan,
                    ResourceKind, Status)
 
@@ -20,7 +20,7 @@ __all__ = [
     "DEFAULT_STOP_TIMEOUT", "Backing", "Cdrom", "Console", "Desired", "Disk", "DomainSpec", "Graphics", "HostEntry", "HostSpec", "ImageSpec",
     "Interface", "NetworkSpec", "Origin", "PoolSpec", "Reference", "Seed", "State", "short_digest", "shown_source",
     "ImageHead", "ImageRecord", "SourceStamp", "Observed", "ObservedDomain", "ObservedNetwork", "ObservedPool", "ObservedSeed", "ObservedVolume",
-    "Ownership", "UnmodeledDevice", "VolumeRef", "Action", "ActionKind", "ActionResult", "ApplyResult", "Change", "ChangeClass", "Note",
-    "NoteKind", "Pending", "Plan", "ResourceKind", "Status", "Address", "AddressSource", "Check", "Condition",
-    "ConditionKind", "Guest", "Nic", "Ready", "Readiness", "one_line",
+    "Ownership", "UnmodeledDevice", "PoolOwner", "Teardown", "TeardownOutcome", "VolumeRef", "Action", "ActionKind", "ActionResult",
+    "ApplyResult", "Change", "ChangeClass", "Note", "NoteKind", "Pending", "Plan", "ResourceKind", "Status", "Address",
+    "AddressSource", "Check", "Condition", "ConditionKind", "Guest", "Nic", "Ready", "Readiness", "one_line",
 ]

@@ -278,7 +278,8 @@ class PoolSpec:
 
 @dataclass(frozen=True)
 class NetworkSpec:
-    """A libvirt network: isolated (no forwarding) or NAT. Created if missing, never removed."""
+    """A libvirt network: isolated (no forwarding) or NAT. Created if missing, never changed;
+    removed by `destroy` (or a prune) only when this project made it and no domain uses it."""
 
     name: str
     origin: Origin

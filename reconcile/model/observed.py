@@ -4,6 +4,7 @@ plus reconcile's ownership record that each managed domain carries. Immutable da
 
 from __future__ import annotations
 
+import enum
 import functools
 import hashlib
 import re
@@ -174,10 +175,26 @@ class ImageRecord:
 
 
 @dataclass(frozen=True)
+class PoolOwner:
+    """reconcile's record in a pool it created (see `codec.storage`): the project, the spec
+    file that declared the pool, and whether reconcile made its directory (pool-build found
+    none), so that removing the pool removes that directory too, and never one that was
+    there before."""
+
+    project: str
+    spec_file: str = ""
+    made_directory: bool = False
+
+
+@dataclass(frozen=True)
 class ObservedPool:
     name: str
     active: bool
     path: str
+    owner: PoolOwner | None = None  # None: no record of reconcile's (there before, or made by hand)
+    # Every volume the pool holds, by name, when they were listed (an active pool of interest
+    # or one of the project's); None when not known.
+    volumes: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -188,6 +205,24 @@ class ObservedNetwork:
     essence: dict[str, Any]
     owner_project: str | None = None
     hosts: tuple[HostEntry, ...] = ()  # its DHCP host reservations, with their DNS names
+    owner_spec: str = ""  # the spec file its ownership record names
+
+
+class TeardownOutcome(str, enum.Enum):
+    """What a host found when asked to remove a pool or network reconcile made."""
+
+    REMOVED = "removed"
+    GONE = "gone"          # not there (any more): nothing to do
+    NOT_OURS = "not ours"  # its record is not this project's (any more): left alone
+    IN_USE = "in use"      # it holds a volume, or a domain uses it: left alone
+
+
+@dataclass(frozen=True)
+class Teardown:
+    outcome: TeardownOutcome
+    users: tuple[str, ...] = ()  # IN_USE: the volumes it holds, or the domains that use it
+    owner: str | None = None     # NOT_OURS: the project its record names (None: it has none)
+    directory_removed: bool = False  # a pool's directory went with it
 
 
 def volume_paths(volumes: Mapping[tuple[str, str], ObservedVolume]) -> dict[str, tuple[str, str]]:
@@ -205,6 +240,9 @@ class Observed:
     seeds: dict[tuple[str, str], ObservedSeed] = field(default_factory=dict)
     # The domains (of any project, or unmanaged) that have each observed volume as a disk.
     attached: dict[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
+    # The domains (of any project, or unmanaged) with an interface on each observed network
+    # (by its name, or on its bridge), as their persistent definitions say.
+    network_users: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # Machine type aliases the hypervisor resolves, e.g. ("x86_64", "pc") -> "pc-i440fx-7.2".
     machine_aliases: dict[tuple[str, str], str] = field(default_factory=dict)
     # The record of each declared image that has one, by (pool, image name).

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .desired import HostEntry
-from .observed import SourceStamp
+from .observed import PoolOwner, SourceStamp
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,25 @@ class VolumeStep(Step):
 class EnsurePool(Step):
     name: str
     path: str
+    owner: PoolOwner | None = None  # the record a pool reconcile defines carries
+
+
+@dataclass(frozen=True)
+class RemovePool(Step):
+    """Remove a pool this project made, once it holds no volume (checked again right before),
+    with its directory when reconcile made it: after every domain and volume removal of the run."""
+
+    name: str
+    project: str
+
+
+@dataclass(frozen=True)
+class RemoveNetwork(Step):
+    """Stop and undefine a network this project made, once no domain uses it (checked again
+    right before): after every domain and volume removal of the run."""
+
+    name: str
+    project: str
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,8 @@ from .context import Planned, Waits
 
 
 def plan_networks(desired: Desired, observed: Observed) -> tuple[Planned, Waits]:
-    """Networks are created, started and marked autostart when missing; never changed or removed."""
+    """Networks are created, started and marked autostart when missing; never changed (their
+    removal is `teardown`'s)."""
     actions: list[Action] = []
     notes: list[Note] = []
     made: dict[tuple[ResourceKind, str], str] = {}
@@ -24,7 +25,8 @@ def plan_networks(desired: Desired, observed: Observed) -> tuple[Planned, Waits]
                           NoteKind.WARNING))
     for net in desired.networks:
         have = observed.networks.get(net.name)
-        payload = EnsureNetwork(net.name, netxml.network_xml(net, desired.project, wanted.get(net.name, ())))
+        payload = EnsureNetwork(net.name, netxml.network_xml(net, desired.project, wanted.get(net.name, ()),
+                                                             desired.absolute(net.origin.file)))
         clash = network_clash(net, observed) if have is None else ""
         if clash:
             notes.append(Note(ResourceKind.NETWORK, net.name, f"{clash}; libvirt would refuse to start it, so it is "

@@ -13,7 +13,9 @@ Order of work, and why:
   reason in reverse;
 - a cloud-init seed volume is one of the domain's owned volumes, recorded the same way;
 - images are imported before the overlays built on them. An image belongs to no domain,
-  since many domains (of any project) may be built on it: reconcile never deletes one.
+  since many domains (of any project) may be built on it: reconcile never deletes one;
+- the pools and networks the project made go last, after every domain and volume removal
+  of the run, and only once nothing holds or uses them (`teardown`).
 """
 
 from __future__ import annotations
@@ -22,11 +24,12 @@ import dataclasses
 
 from ..model import Action, ActionKind, Desired, Observed, Plan, ResourceKind, State
 from ..model.steps import ReplaceVolume
-from .context import Context, Options, in_order, joined
+from .context import Context, Options, Planned, Waits, in_order, joined
 from .domain import plan_domain
 from .networks import plan_networks
 from .removal import plan_prune
 from .storage import plan_images, plan_pools
+from .teardown import plan_teardown
 
 # The order of work (see the module's docstring), by resource and verb; a disk's volume that
 # its successor replaces goes after the domain's redefinition, before the new volume.
@@ -47,6 +50,8 @@ _PHASE = {
     (ResourceKind.DOMAIN, ActionKind.START): 6,
     (ResourceKind.VOLUME, ActionKind.DESTROY): 7,
     (ResourceKind.DOMAIN, ActionKind.DESTROY): 8,
+    (ResourceKind.POOL, ActionKind.DESTROY): 9,
+    (ResourceKind.NETWORK, ActionKind.DESTROY): 9,
 }
 _REPLACED = 4
 
@@ -58,19 +63,27 @@ def _order(action: Action) -> tuple:
 
 def plan(desired: Desired, observed: Observed, prune: bool = False, options: Options | None = None) -> Plan:
     options = options or Options(prune=prune)
-    pools, pool_waits = plan_pools(desired, observed)
-    networks, net_waits = plan_networks(desired, observed)
-    images, image_waits = plan_images(desired, observed, pool_waits)
-    ctx = Context(desired, observed, options, pool_waits | net_waits | image_waits)
-    found = joined([pools, networks, images, *(plan_domain(spec, ctx) for spec in desired.domains),
+    if options.destroying:  # the pools and networks are only the teardown's
+        made: list[Planned] = []
+        waits = Waits()
+    else:
+        pools, pool_waits = plan_pools(desired, observed)
+        networks, net_waits = plan_networks(desired, observed)
+        images, image_waits = plan_images(desired, observed, pool_waits)
+        made, waits = [pools, networks, images], pool_waits | net_waits | image_waits
+    ctx = Context(desired, observed, options, waits)
+    found = joined([*made, *(plan_domain(spec, ctx) for spec in desired.domains),
                     plan_prune(desired, observed, options)])
+    found = found + plan_teardown(desired, observed, options, found.actions)
     return Plan(project=desired.project, uri=observed.uri, actions=in_order(list(found.actions), _order),
                 notes=tuple(sorted(found.notes, key=lambda n: (n.resource.value, n.name))),
                 pending=tuple(sorted(found.pending, key=lambda p: p.name)))
 
 
 def plan_destroy(desired: Desired, observed: Observed) -> Plan:
-    """Remove every domain these specs manage (and the volumes reconcile created for it)."""
+    """Remove every domain these specs manage (and the volumes reconcile created for it),
+    then the pools and networks they declare that this project made, once nothing holds or
+    uses them. Images stay, as always."""
     gone = dataclasses.replace(desired, domains=tuple(dataclasses.replace(d, state=State.ABSENT) for d in desired.domains),
-                               pools=(), networks=(), images=())
+                               images=())
     return plan(gone, observed, options=Options(destroying=True))

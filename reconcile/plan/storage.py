@@ -8,20 +8,22 @@ from __future__ import annotations
 import os
 
 from ..model import (Action, ActionKind, Change, Desired, ImageSpec, Note, NoteKind, Observed, ObservedVolume,
-                     ResourceKind, shown_source)
+                     PoolOwner, ResourceKind, shown_source)
 from ..model.steps import EnsurePool, ImportImage
 from .context import Planned, Waits
 
 
 def plan_pools(desired: Desired, observed: Observed) -> tuple[Planned, Waits]:
-    """Pools are created (built, started, autostarted) or started when missing; never moved
-    or removed. Returns what a volume in each must wait for."""
+    """Pools are created (with reconcile's record of this project, then built, started,
+    autostarted) or started when missing; never moved (their removal is `teardown`'s).
+    Returns what a volume in each must wait for."""
     actions: list[Action] = []
     notes: list[Note] = []
     made: dict[tuple[ResourceKind, str], str] = {}
     refused: set[tuple[ResourceKind, str]] = set()
     for pool in desired.pools:
         have = observed.pools.get(pool.name)
+        owner = PoolOwner(desired.project, desired.absolute(pool.origin.file))
         clash = sorted(p.name for p in observed.pools.values()
                        if have is None and p.path and os.path.normpath(p.path) == os.path.normpath(pool.path))
         if clash:
@@ -32,12 +34,12 @@ def plan_pools(desired: Desired, observed: Observed) -> tuple[Planned, Waits]:
             continue
         if have is None:
             a = Action(ActionKind.CREATE, ResourceKind.POOL, pool.name, f"not on the host; directory pool at {pool.path}",
-                       changes=(Change(("path",), None, pool.path),), payload=EnsurePool(pool.name, pool.path))
+                       changes=(Change(("path",), None, pool.path),), payload=EnsurePool(pool.name, pool.path, owner))
             actions.append(a)
             made[(ResourceKind.POOL, pool.name)] = a.id
         elif not have.active:
             a = Action(ActionKind.START, ResourceKind.POOL, pool.name, "defined but not active",
-                       payload=EnsurePool(pool.name, pool.path))
+                       payload=EnsurePool(pool.name, pool.path, owner))
             actions.append(a)
             made[(ResourceKind.POOL, pool.name)] = a.id
         elif have.path and have.path != pool.path:
