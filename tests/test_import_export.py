@@ -16,6 +16,9 @@ from reconcile.codec import export as exporter
 from reconcile.errors import Diagnostic
 from reconcile.model import Observed, ObservedDomain, ObservedPool, ObservedVolume, Ownership
 
+from .test_drift import SEED_701
+
+
 def test_the_codecs_enums_are_the_schemas():
     schema = specs.load_schema()["$defs"]
     assert exporter.TYPES == tuple(schema["domain"]["properties"]["type"]["enum"])
@@ -77,32 +80,7 @@ def host(*, attached=None, domains=()) -> Observed:
                         n: ObservedDomain(n, "u", False, {}, None) for n in domains})
 
 
-SEED = f"""<domain type='qemu'>
-  <name>linux10.0421</name>
-  <uuid></uuid>
-  <memory>512000</memory>
-  <currentMemory>512000</currentMemory>
-  <vcpu>1</vcpu>
-  <os>
-    <type arch='i686' machine='pc'>hvm</type>
-    <boot dev='cdrom'/>
-    <boot dev='hd'/>
-  </os>
-  <devices>
-    <emulator>/usr/bin/qemu-system-x86_64</emulator>
-    <disk type='file' device='cdrom'>
-      <source file='/usr/src/ubuntu-10.04-desktop-i386.iso'/>
-      <target dev='hdc'/>
-      <readonly/>
-    </disk>
-    <disk type='file' device='disk'>
-      <source file='{POOL_PATH}/701.img'/>
-      <target dev='hda'/>
-    </disk>
-    <graphics type='vnc' port='5901' listen='127.0.0.1'/>
-  </devices>
-</domain>
-"""
+SEED = SEED_701.format(name="linux10.0421", image=f"{POOL_PATH}/701.img").lstrip("\n")  # the seed document's VM
 
 
 def imported(text: str, observed: Observed | None = None) -> domainfile.Imported:

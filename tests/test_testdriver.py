@@ -316,19 +316,7 @@ def test_destroy_removes_the_pool_and_network_it_made_and_their_records_say_so(h
         assert {r.action.name: r.status for r in again.results if r.action.resource.value in ("pool", "network")} \
             == {"td-pool": Status.UNCHANGED, "td-net": Status.UNCHANGED}
     finally:
-        for name in ("td-pool",):
-            if name in {p.name() for p in conn.listAllStoragePools(0)}:
-                p = conn.storagePoolLookupByName(name)
-                for vol in p.listAllVolumes(0):
-                    vol.delete(0)
-                if p.isActive():
-                    p.destroy()
-                p.undefine()
-        if "td-net" in {n.name() for n in conn.listAllNetworks(0)}:
-            n = conn.networkLookupByName("td-net")
-            if n.isActive():
-                n.destroy()
-            n.undefine()
+        remove_teardown_lab(conn)
 
 
 def test_a_removal_rechecks_and_keeps_what_came_to_be_used(host, tmp_path):
@@ -352,15 +340,20 @@ def test_a_removal_rechecks_and_keeps_what_came_to_be_used(host, tmp_path):
     finally:
         if "td-late" in {d.name() for d in conn.listAllDomains(0)}:
             conn.lookupByName("td-late").undefine()
-        if "td-pool" in {p.name() for p in conn.listAllStoragePools(0)}:
-            p = conn.storagePoolLookupByName("td-pool")
-            for vol in p.listAllVolumes(0):
-                vol.delete(0)
-            if p.isActive():
-                p.destroy()
-            p.undefine()
-        if "td-net" in {n.name() for n in conn.listAllNetworks(0)}:
-            n = conn.networkLookupByName("td-net")
-            if n.isActive():
-                n.destroy()
-            n.undefine()
+        remove_teardown_lab(conn)
+
+
+def remove_teardown_lab(conn) -> None:
+    """What the teardown tests leave on the shared test driver if they fail half-way."""
+    if "td-pool" in {p.name() for p in conn.listAllStoragePools(0)}:
+        p = conn.storagePoolLookupByName("td-pool")
+        for vol in p.listAllVolumes(0):
+            vol.delete(0)
+        if p.isActive():
+            p.destroy()
+        p.undefine()
+    if "td-net" in {n.name() for n in conn.listAllNetworks(0)}:
+        n = conn.networkLookupByName("td-net")
+        if n.isActive():
+            n.destroy()
+        n.undefine()

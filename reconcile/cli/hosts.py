@@ -19,7 +19,7 @@ from typing import Any
 
 from ..apply.executor import execute
 from ..apply.lock import RunLock, clear_stale
-from ..errors import ReconcileError
+from ..errors import HostUnavailable, ReconcileError
 from ..model import ActionKind, ApplyResult, Desired, Observed, Plan, ResourceKind, State, Status
 from ..plan import Options
 from ..spec.formats import closest
@@ -129,7 +129,7 @@ def run_many(args: argparse.Namespace, desired: Desired, console: Output, connec
     acting = args.command == "destroy" or (args.command in ("apply", "rebuild") and not args.dry_run)
     try:
         def read(t: Target) -> None:
-            removed = _clear(t, desired)
+            removed = clear_stale_lock(t.host, desired.project)
             if removed:
                 console.note(f"[{t.label}] {removed}")
             t.observed = observe_for(args, t.desired, t.host)
@@ -168,14 +168,14 @@ def _refused(reviewed, targets: list[Target], console: Output) -> bool:
     return bool(problems)
 
 
-def _clear(t: Target, desired: Desired) -> str | None:
-    from ..errors import HostUnavailable
-
+def clear_stale_lock(host, project: str) -> str | None:
+    """Remove the project's lock on the host if its holder is gone; what to say, if anything.
+    A host that cannot be read is raised (the plan could not read it either: said once)."""
     try:
-        return clear_stale(t.host, desired.project)
+        return clear_stale(host, project)
     except HostUnavailable:
         raise
-    except ReconcileError as exc:  # a read-only connection: the plan itself still works
+    except ReconcileError as exc:  # e.g. a read-only connection: the plan itself still works
         return f"a stale lock could not be removed: {exc}"
 
 

@@ -19,14 +19,14 @@ from collections.abc import Callable, Iterator, Sequence
 from .. import spec as specs
 from ..apply import sources
 from ..apply.executor import execute
-from ..apply.lock import RunLock, clear_stale
-from ..errors import HostUnavailable, ReconcileError, SpecError
+from ..apply.lock import RunLock
+from ..errors import ReconcileError, SpecError
 from ..model import Plan
 from ..plan import Options, plan_destroy, plan_rebuild
 from ..plan import plan as make_plan
 from . import markdown, render
 from . import reviewed as plan_file
-from .hosts import many_hosts, run_many
+from .hosts import clear_stale_lock, many_hosts, run_many
 from .output import Output, Progress
 from .parser import EXIT_CHANGES, EXIT_ERROR, EXIT_OK, UsageError, _wants_json, default_uri, parse
 
@@ -181,12 +181,7 @@ def validate(desired, console: Output) -> int:
 
 def act(args: argparse.Namespace, desired, host, console: Output) -> int:
     acting = args.command == "destroy" or (args.command in ("apply", "rebuild") and not args.dry_run)
-    try:
-        removed = clear_stale(host, desired.project)
-    except HostUnavailable:
-        raise  # the plan could not read the host either: say that, once
-    except ReconcileError as exc:  # e.g. a read-only connection: the plan itself still works
-        removed = f"a stale lock could not be removed: {exc}"
+    removed = clear_stale_lock(host, desired.project)
     if removed:
         console.note(removed)
     if not acting:

@@ -14,9 +14,6 @@ from __future__ import annotations
 import json
 
 from ..model import ImageRecord, SourceStamp
-from ..model.observed import is_version, version_volume
-
-__all__ = ["RECORD_BYTES", "MAX_RECORD_BYTES", "record_volume", "version_volume", "is_version", "encode", "decode"]
 
 RECORD_SUFFIX = ".reconcile.json"
 # Always this size, padded with spaces: a new record overwrites the old in place, in one

@@ -16,7 +16,7 @@ from ..codec import imagehead, imageversions, ownership
 from ..codec import network as netxml
 from ..codec import seed
 from ..codec import storage
-from ..model.observed import volume_paths
+from ..model.observed import is_version, volume_paths
 from ..model import (ImageRecord, Observed, ObservedDomain, ObservedNetwork, ObservedPool, ObservedSeed, ObservedVolume,
                      PoolOwner)
 from .connection import Connection
@@ -46,7 +46,7 @@ class _Wanted:
 
     def versioned(self, pool: str, volume: str) -> bool:
         """Whether a volume is a version or the record of an image of interest."""
-        return any(p == pool and (imageversions.is_version(name, volume) or volume == imageversions.record_volume(name))
+        return any(p == pool and (is_version(name, volume) or volume == imageversions.record_volume(name))
                    for p, name in self.images)
 
     def named(self, domain: str) -> bool:

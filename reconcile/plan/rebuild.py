@@ -52,13 +52,13 @@ def plan_rebuild(desired: Desired, observed: Observed, names: tuple[str, ...] = 
     is built on any more are deleted last (see `refresh`)."""
     chosen = [d for d in desired.domains if not names or d.name in names]
     images = _refreshed(desired, chosen, refresh or {})
-    fetched, waits, versions = plan_refresh(desired, observed, images, refresh or {})
+    fetched, waits, versions = plan_refresh(observed, images, refresh or {})
     ctx = Context(desired, observed, Options(), waits, versions)
     found = joined([fetched, *(_one(spec, ctx, start, explicit=bool(names)) for spec in chosen)])
     if images:
         resets = [a for a in found.actions if a.resource is ResourceKind.VOLUME]
         after = tuple(a.id for a in found.actions if a.resource in (ResourceKind.VOLUME, ResourceKind.IMAGE))
-        found = found + plan_old_versions(desired, observed, images, versions, resets, after)
+        found = found + plan_old_versions(observed, images, versions, resets, after)
     return Plan(project=desired.project, uri=observed.uri,
                 actions=in_order(list(found.actions), lambda a: (_PHASE[(a.resource, a.kind)], a.name)),
                 notes=tuple(sorted(found.notes, key=lambda n: (n.resource.value, n.name))))

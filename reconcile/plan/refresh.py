@@ -15,15 +15,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from ..codec import imageversions
-from ..model import (Action, ActionKind, Change, Desired, ImageSpec, Note, NoteKind, Observed, ResourceKind,
+from ..model import (Action, ActionKind, Change, ImageSpec, Note, NoteKind, Observed, ResourceKind,
                      SourceStamp, shown_source)
+from ..model.observed import version_volume
 from ..model.steps import DeleteVersion, ImportImage, RecordImage, RecreateVolume
 from .context import Planned, Waits
 from .disks import backing_of
 from .storage import current_version, versions_of
 
 
-def plan_refresh(desired: Desired, observed: Observed, images: Iterable[ImageSpec],
+def plan_refresh(observed: Observed, images: Iterable[ImageSpec],
                  stamps: Mapping[str, SourceStamp | str]) -> tuple[Planned, Waits, dict[tuple[str, str], str]]:
     """For each image to refresh, by what its source says now (a stamp, or why it could not
     be read): nothing, a new version imported, or a version already imported recorded as
@@ -51,7 +52,7 @@ def plan_refresh(desired: Desired, observed: Observed, images: Iterable[ImageSpe
             notes.append(Note(ResourceKind.IMAGE, label, f"source unchanged ({_how(stamp)}): not imported again; "
                               f"the current version is {current}"))
             continue
-        version = imageversions.version_volume(image.name, stamp.version)
+        version = version_volume(image.name, stamp.version)
         vol = observed.volumes.get((image.pool, version))
         since = (f"its source changed since {current} was imported ({_what_changed(record.stamp, stamp)})"
                  if record is not None else
@@ -78,7 +79,7 @@ def plan_refresh(desired: Desired, observed: Observed, images: Iterable[ImageSpe
     return Planned(tuple(actions), tuple(notes)), Waits(made), versions
 
 
-def plan_old_versions(desired: Desired, observed: Observed, images: Iterable[ImageSpec],
+def plan_old_versions(observed: Observed, images: Iterable[ImageSpec],
                       versions: Mapping[tuple[str, str], str], resets: Iterable[Action],
                       after: tuple[str, ...]) -> Planned:
     """The versions of the refreshed images that nothing is built on once the run's
