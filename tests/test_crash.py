@@ -167,8 +167,9 @@ def test_a_refresh_killed_anywhere_never_leaves_an_overlay_without_its_base(lab)
                                     f"disks: [{{pool: {lab.pool}, backing: {image}}}]}}\n" for n in names))
     lab.cli("apply", check=0)
     overlays = [lab.pool_path / f"{n}-vda.qcow2" for n in names]
-    # upload, record, then per domain mark, delete and create, record done; the old version's deletion
-    points = 2 * (2 + 4 * len(names) + 1)
+    # the new version listed in the record, its upload, the record; then per domain mark,
+    # delete and create, record done; the old version's deletion
+    points = 2 * (3 + 4 * len(names) + 1)
     for round_, point in enumerate(range(points)):
         subprocess.run(["qemu-io", "-f", "qcow2", "-c", f"write -P {round_ + 1} 0 64k", str(src)], check=True,
                        capture_output=True)

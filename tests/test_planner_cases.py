@@ -10,7 +10,7 @@ action, and notes (matched by substring). A volume's `head:` is what its first b
 host's networks (essence, owner project and its `owner_spec` file, DHCP `hosts`);
 `network_users:` maps a network to the domains (of any project) with an interface on it,
 besides the observed domains whose interfaces say so; `images:` the images' records
-(`{pool, name, current, stamp}`); a domain's `unmodeled:` lists its devices no spec field
+(`{pool, name, current, stamp, versions}`: `versions`, those reconcile imported, default the current one, as a record without them reads); a domain's `unmodeled:` lists its devices no spec field
 describes (`{tag, xml}`). A pool may carry reconcile's record (`owner: {project,
 spec_file, made_directory}`, `spec_file: SPECS` for the case's own file); an active pool
 holds the observed volumes in it (or `holds:`, their names), an inactive one none known. `rebuild: {names, start, refresh}` plans a rebuild instead
@@ -108,7 +108,7 @@ def observed_from(data: dict, desired) -> Observed:
     for dom in domains.values():
         for iface in dom.essence.get("interfaces") or ():
             on_network.setdefault(iface["network"], set()).add(dom.name)
-    images = {(i["pool"], i["name"]): ImageRecord(i["current"], SourceStamp(**i["stamp"]))
+    images = {(i["pool"], i["name"]): ImageRecord(i["current"], SourceStamp(**i["stamp"]), tuple(i.get("versions", (i["current"],))))
               for i in data.get("images", [])}
     return Observed(uri="test:///plain", domains=domains, pools=pools, volumes=volumes, seeds=seeds,
                     machine_aliases=aliases, attached=attached, networks=networks, images=images,

@@ -5,6 +5,7 @@ UNCHANGED, and a re-run after a crash converges.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import NamedTuple, Protocol
 
@@ -115,25 +116,39 @@ def _image(host: Host, action: Action, step: ImportImage, force: bool) -> Done:
         return Done(Status.UNCHANGED, "already imported")
     if head is not None:  # reconcile's own marker: an import of ours that never finished
         host.delete_volume(step.pool, step.name)
+    if step.image:  # listed as reconcile's before it exists: an import cut short is never left nobody's
+        record = imageversions.record_volume(step.image)
+        have = _read_record(host, step.pool, record) or ImageRecord(step.name, SourceStamp())
+        if step.name not in have.versions:
+            host.write_in_place(step.pool, record, imageversions.encode(
+                dataclasses.replace(have, versions=have.versions + (step.name,))))
     with sources.ImageSource(step.source, step.sha256) as src:
         changed = host.upload_volume(step.pool, step.name, src, step.format)
         size, stamp = src.done, src.stamp()
     if changed and step.image:
-        _record(host, step.pool, step.image, step.name, stamp)
+        _record(host, step.pool, imageversions.record_volume(step.image), step.name, stamp)
     redone = "; the unfinished earlier import was removed first" if head is not None else ""
     return applied(changed, f"{size} bytes" + (", sha256 verified" if step.sha256 else "") + redone,
                    "already imported")
 
 
-def _record(host: Host, pool: str, image: str, current: str, stamp: SourceStamp) -> None:
-    host.write_in_place(pool, imageversions.record_volume(image), imageversions.encode(ImageRecord(current, stamp)))
+def _read_record(host: Host, pool: str, record: str) -> ImageRecord | None:
+    return imageversions.decode(host.read_volume(pool, record, imageversions.MAX_RECORD_BYTES))
+
+
+def _record(host: Host, pool: str, record: str, current: str, stamp: SourceStamp,
+            have: ImageRecord | None = None) -> None:
+    """Record `current` as the image's current version, among the versions it already lists."""
+    have = have if have is not None else _read_record(host, pool, record)
+    known = have.versions if have is not None else ()
+    host.write_in_place(pool, record, imageversions.encode(ImageRecord(current, stamp, known)))
 
 
 def _record_image(host: Host, action: Action, step: RecordImage, force: bool) -> Done:
-    have = imageversions.decode(host.read_volume(step.pool, step.name, imageversions.MAX_RECORD_BYTES))
+    have = _read_record(host, step.pool, step.name)
     if have is not None and have.current == step.current:
         return Done(Status.UNCHANGED, f"already records {step.current}")
-    host.write_in_place(step.pool, step.name, imageversions.encode(ImageRecord(step.current, step.stamp)))
+    _record(host, step.pool, step.name, step.current, step.stamp, have)
     return Done(Status.APPLIED, f"current version: {step.current}")
 
 
@@ -144,7 +159,12 @@ def _delete_version(host: Host, action: Action, step: DeleteVersion, force: bool
     if users:
         shown = ", ".join(users[:3]) + (f" and {len(users) - 3} more" if len(users) > 3 else "")
         return Done(Status.UNCHANGED, f"kept: still the base of {shown}")
-    return applied(host.delete_volume(step.pool, step.name), "no overlay is built on it any more", "already gone")
+    gone = host.delete_volume(step.pool, step.name)
+    have = _read_record(host, step.pool, step.record) if step.record else None
+    if have is not None and step.name in have.versions:
+        host.write_in_place(step.pool, step.record, imageversions.encode(dataclasses.replace(
+            have, versions=tuple(v for v in have.versions if v != step.name))))
+    return applied(gone, "no overlay is built on it any more", "already gone")
 
 
 def _create_volume(host: Host, action: Action, step: CreateVolume, force: bool) -> Done:

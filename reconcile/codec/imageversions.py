@@ -29,7 +29,8 @@ def record_volume(image: str) -> str:
 
 def encode(record: ImageRecord) -> bytes:
     stamp = {k: v for k, v in vars(record.stamp).items() if v is not None}
-    data = json.dumps({"format": FORMAT, "current": record.current, "source": stamp}, sort_keys=True).encode()
+    data = json.dumps({"format": FORMAT, "current": record.current, "source": stamp,
+                       "versions": sorted(set(record.versions) | {record.current})}, sort_keys=True).encode()
     if len(data) > RECORD_BYTES:
         raise ValueError(f"an image record of {len(data)} bytes")  # an ETag of kilobytes
     return data.ljust(RECORD_BYTES)
@@ -43,8 +44,10 @@ def decode(data: bytes | None) -> ImageRecord | None:
     try:
         doc = json.loads(data.decode())
         stamp = doc["source"]
-        return ImageRecord(str(doc["current"]), SourceStamp(
+        current = str(doc["current"])
+        return ImageRecord(current, SourceStamp(
             size=stamp.get("size"), mtime_ns=stamp.get("mtime_ns"), sha256=stamp.get("sha256"),
-            etag=stamp.get("etag"), last_modified=stamp.get("last_modified")))
+            etag=stamp.get("etag"), last_modified=stamp.get("last_modified")),
+            versions=tuple(str(v) for v in doc.get("versions", (current,))))
     except (ValueError, KeyError, TypeError, AttributeError):
         return None

@@ -176,33 +176,51 @@ class Storage(Pools):
         self._send(vol, io.BytesIO(data), f"write volume {pool_name}/{name}", offset=0, length=len(data))
 
     def users_of(self, pool_name: str, name: str, path: str) -> list[str]:
-        """What on the host is built on a volume (its file at `path`): every volume of every
-        active pool whose backing file it is, and every domain with it as a disk. Read whole,
-        whoever manages them: an image version is deleted only when this is empty."""
+        """What on the host is, or may be, built on a volume (its file at `path`): every
+        volume of every pool whose backing file it is, every domain with it as a disk, and
+        what cannot be read and so may be: a pool that is not active or cannot be refreshed
+        (a file made beside libvirt, with qemu-img, is listed only after a refresh), and a
+        domain disk in no pool (what it is built on is not known). Read whole, whoever
+        manages them: an image version is deleted only when this is empty."""
         conn = self.conn
+        users = []
+        calls = {}
         with wrapped("read the host"):
-            pools = conn.listAllStoragePools(libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE)
-            calls = {}
-            for pool in pools:
+            active = {p.name() for p in conn.listAllStoragePools(libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE)}
+            for pool in conn.listAllStoragePools(0):
+                if pool.name() not in active:
+                    users.append(f"pool {pool.name()} (not active: its volumes cannot be read)")
+                    continue
+                try:
+                    pool.refresh(0)
+                except libvirt.libvirtError as exc:
+                    users.append(f"pool {pool.name()} (not refreshed: {exc.get_error_message()})")
+                    continue
                 for vol in _gone_ok(pool.listAllVolumes, 0) or ():
                     calls[("volume", pool.name(), vol.name())] = (vol.XMLDesc, 0)
             for dom in conn.listAllDomains(0):
                 calls[("domain", dom.name())] = (dom.XMLDesc, libvirt.VIR_DOMAIN_XML_INACTIVE)
-        users = []
-        for key, xml in self._reads(calls).items():
-            if isinstance(xml, libvirt.libvirtError):
-                continue  # deleted while we looked
-            if key[0] == "volume":
-                vol = storage.observed_volume(key[1], key[2], xml)
-                backing = vol.backing
-                if backing and not backing.startswith("/") and vol.path:  # qemu reads it beside the overlay
-                    backing = os.path.normpath(os.path.join(os.path.dirname(vol.path), backing))
-                if backing == path:
-                    users.append(f"volume {key[1]}/{key[2]}")
-            else:
-                files, volumes = domxml.disk_sources(xml)
-                if path in files or (pool_name, name) in volumes:
-                    users.append(f"domain {key[1]}")
+        read = {key: xml for key, xml in self._reads(calls).items()
+                if not isinstance(xml, libvirt.libvirtError)}  # what is gone was deleted while we looked
+        in_pools = set()
+        for key, xml in read.items():
+            if key[0] != "volume":
+                continue
+            vol = storage.observed_volume(key[1], key[2], xml)
+            in_pools.add(vol.path)
+            backing = vol.backing
+            if backing and not backing.startswith("/") and vol.path:  # qemu reads it beside the overlay
+                backing = os.path.normpath(os.path.join(os.path.dirname(vol.path), backing))
+            if backing == path:
+                users.append(f"volume {key[1]}/{key[2]}")
+        for key, xml in read.items():
+            if key[0] != "domain":
+                continue
+            files, volumes = domxml.disk_sources(xml)
+            if path in files or (pool_name, name) in volumes:
+                users.append(f"domain {key[1]}")
+            elif outside := sorted(f for f in files if f not in in_pools):
+                users.append(f"domain {key[1]} (its disk {outside[0]} is in no pool: its base cannot be read)")
         return sorted(users)
 
     def read_volume(self, pool_name: str, name: str, limit: int) -> bytes | None:

@@ -168,10 +168,13 @@ def is_version(image: str, volume: str) -> bool:
 @dataclass(frozen=True)
 class ImageRecord:
     """Reconcile's record beside an image in its pool: which volume is its current version,
-    and the stamp of the source that version was imported from."""
+    the stamp of the source that version was imported from, and every version reconcile
+    imported that is still there (only those are ever deleted: a volume that merely has a
+    version's name, such as a dated copy made by hand, is never reconcile's to remove)."""
 
     current: str
     stamp: SourceStamp
+    versions: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

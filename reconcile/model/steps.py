@@ -93,6 +93,7 @@ class DeleteVersion(VolumeStep):
     project, is built on it (checked again right before; else it is kept)."""
 
     path: str = ""
+    record: str = ""  # the image's record, which stops listing the version once it is gone
 
 
 @dataclass(frozen=True)

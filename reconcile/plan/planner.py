@@ -13,7 +13,8 @@ Order of work, and why:
   reason in reverse;
 - a cloud-init seed volume is one of the domain's owned volumes, recorded the same way;
 - images are imported before the overlays built on them. An image belongs to no domain,
-  since many domains (of any project) may be built on it: reconcile never deletes one;
+  since many domains (of any project) may be built on it: a plan never deletes one (only a
+  rebuild's refresh deletes an earlier version, once nothing is built on it);
 - the pools and networks the project made go last, after every domain and volume removal
   of the run, and only once nothing holds or uses them (`teardown`).
 """

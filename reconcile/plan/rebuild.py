@@ -103,9 +103,12 @@ def plan_reset(spec: DomainSpec, ctx: Context, have: ObservedDomain, generation:
     before = spec.seed.at_generation(have.ownership.rebuilds) if spec.seed else None
     after = spec.seed.at_generation(generation) if spec.seed else None
     marked = dataclasses.replace(have.ownership, reset=ResetMark(generation, start))
+    # A new version of a base is imported first: a download that fails leaves the domain
+    # running as it was, not stopped and half-reset.
+    imports = tuple(sorted({b.wait for d in spec.disks if d.resets and (b := base_of(d, ctx)) and b.wait}))
     mark = Action(ActionKind.RESET, ResourceKind.DOMAIN, name,
                   f"{why}: recorded in the domain before anything else, so a run cut short is finished by the next",
-                  changes=(Change(("rebuilds",), have.ownership.rebuilds, generation),),
+                  changes=(Change(("rebuilds",), have.ownership.rebuilds, generation),), depends_on=imports,
                   payload=WriteRecord(ownership.owner_xml(marked, before.instance_id if before else None)))
     actions: list[Action] = [mark]
     after_stop: tuple[str, ...] = (mark.id,)

@@ -94,9 +94,11 @@ def plan_old_versions(observed: Observed, images: Iterable[ImageSpec],
     for image in images:
         key = (image.pool, image.name)
         keep = versions.get(key) or current_version(image, observed)
+        record = observed.images.get(key)
+        ours = set(record.versions) if record is not None else set()
         for vol in sorted(versions_of(image, observed), key=lambda v: v.name):
-            if vol.name == keep or not vol.path:
-                continue
+            if vol.name == keep or not vol.path or vol.name not in ours:
+                continue  # the current one, or not a version reconcile imported
             label = f"{image.pool}/{vol.name}"
             still = sorted(u for u in users.get(vol.path, ()) if u not in fresh_on or fresh_on[u] == vol.path)
             still_domains = sorted(observed.attached.get((vol.pool, vol.name), ()))
@@ -109,7 +111,8 @@ def plan_old_versions(observed: Observed, images: Iterable[ImageSpec],
             actions.append(Action(ActionKind.DESTROY, ResourceKind.IMAGE, label,
                                   f"an earlier version of image {image.name} that nothing on the host is built on "
                                   "once the rebuild is done (checked again right before it is deleted)",
-                                  depends_on=after, payload=DeleteVersion(image.pool, vol.name, vol.path)))
+                                  depends_on=after, payload=DeleteVersion(image.pool, vol.name, vol.path,
+                                                                          imageversions.record_volume(image.name))))
     return Planned(tuple(actions), tuple(notes))
 
 

@@ -52,8 +52,9 @@ def plan_pools(desired: Desired, observed: Observed) -> tuple[Planned, Waits]:
 
 def plan_images(desired: Desired, observed: Observed, pools: Waits) -> tuple[Planned, Waits]:
     """Imports of images not yet in their pool (or whose import never finished); returns
-    what an overlay on each must wait for. An image is never deleted: any number of
-    overlays, of any project, may be built on it."""
+    what an overlay on each must wait for. An image is never deleted here: any number of
+    overlays, of any project, may be built on it (a rebuild's refresh deletes an earlier
+    version, see `refresh`)."""
     actions: list[Action] = []
     notes: list[Note] = []
     made: dict[tuple[ResourceKind, str], str] = {}
