@@ -58,6 +58,20 @@ def test_hosts_place_a_subtree_and_shared_declarations_go_where_needed(tmp_path)
     assert [p.path for p in parts[None].pools] == ["/srv/lab"]
 
 
+def test_the_default_connection_is_read_only_when_something_is_on_it(tmp_path):
+    write(tmp_path / "a.yaml", """
+        hosts: {rack2: "test:///two.xml"}
+        pools: [{name: lab, path: /srv/lab}]
+        domains: [{name: vm, host: rack2, memory: 64MiB, disks: [{pool: lab, size: 1MiB}]}]
+        """)
+    desired = specs.load([str(tmp_path)])
+    assert desired.hosts_used() == ["rack2"]  # the shared pool goes where it is needed, and only there
+    assert [p.name for p in desired.on_host("rack2").pools] == ["lab"]
+    # a network no domain needs is the default connection's, which is then read
+    write(tmp_path / "b.yaml", "networks: [{name: net1}]\n")
+    assert specs.load([str(tmp_path)]).hosts_used() == [None, "rack2"]
+
+
 def test_a_run_without_hosts_is_all_on_the_default_connection(tmp_path):
     write(tmp_path / "a.yaml", """
         pools: [{name: lab, path: /srv/lab}, {name: spare, path: /srv/spare}]

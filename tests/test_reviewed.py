@@ -39,6 +39,8 @@ def test_apply_of_a_reviewed_plan_does_exactly_it_or_refuses(lab, tmp_path):
     assert f"domain {a}: state running -> stopped since the plan was made" in refused.stderr, refused.stderr
     assert "nothing was done" in refused.stderr
     assert c not in lab.domain_names()  # nothing done
+    dry = run_cli("apply", "--dry-run", str(plan))  # a dry run says so too, not the plan it would make now
+    assert dry.returncode == 1 and f"domain {a}: state running -> stopped since the plan was made" in dry.stderr
     as_json = run_cli("apply", "-o", "json", str(plan))
     jsonschema.validate(json.loads(as_json.stdout), json.loads((REPO / "schemas" / "error.schema.json").read_text()))
 

@@ -139,6 +139,8 @@ def run_many(args: argparse.Namespace, desired: Desired, console: Output, connec
             find_moves(targets, desired)
         each(targets, lambda t: setattr(t, "plan", plan_from(args, t.desired, t.observed, t.moves)))
         if not acting:
+            if reviewed is not None and _refused(reviewed, targets, console):  # apply FILE --dry-run
+                return EXIT_ERROR
             show_plans(targets, console, desired)
             if getattr(args, "out", None):
                 from . import reviewed as plan_file

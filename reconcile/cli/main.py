@@ -108,9 +108,10 @@ def run(args: argparse.Namespace, console: Output) -> int:
     if args.command == "apply" and len(args.paths) == 1 and plan_file.is_plan_file(args.paths[0]):
         reviewed = plan_file.read(args.paths[0])
         args.paths = list(reviewed.paths)
-        for option, value in reviewed.options.items():  # the plan's, whatever this command line says
-            if option != "project" or args.project is None:
-                setattr(args, option, value)
+        for option in plan_file.OPTIONS:  # the plan's, whatever this command line says
+            setattr(args, option, bool(reviewed.options.get(option, False)))
+        if args.project is None:
+            args.project = reviewed.options.get("project")
     host = LibvirtHost(default_uri(args.connect))
     try:
         host.connect_early()  # the connection opens while the specs load

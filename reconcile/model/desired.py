@@ -357,8 +357,10 @@ class Desired:
     def hosts_used(self) -> list[str | None]:
         """The hosts this run reads: the default connection (None) first when anything is
         on it, then the named hosts in name order (the order their locks are taken in)."""
-        named = {r.host for r in (*self.domains, *self.pools, *self.networks, *self.images)}
-        return ([None] if None in named or not named else []) + sorted(h for h in named if h is not None)
+        named = sorted({r.host for r in (*self.domains, *self.pools, *self.networks, *self.images)} - {None})
+        here = self.on_host(None)  # a shared pool needed only on named hosts is not the default's
+        default = not named or bool(here.domains or here.pools or here.networks or here.images)
+        return ([None] if default else []) + named
 
     def on_host(self, host: str | None) -> Desired:
         """The part of the run one host is to match: its domains, and the pools, networks
