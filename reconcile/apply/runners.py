@@ -116,17 +116,26 @@ def _image(host: Host, action: Action, step: ImportImage, force: bool) -> Done:
         return Done(Status.UNCHANGED, "already imported")
     if head is not None:  # reconcile's own marker: an import of ours that never finished
         host.delete_volume(step.pool, step.name)
-    if step.image:  # listed as reconcile's before it exists: an import cut short is never left nobody's
-        record = imageversions.record_volume(step.image)
-        have = _read_record(host, step.pool, record) or ImageRecord(step.name, SourceStamp())
-        if step.name not in have.versions:
-            host.write_in_place(step.pool, record, imageversions.encode(
-                dataclasses.replace(have, versions=have.versions + (step.name,))))
-    with sources.ImageSource(step.source, step.sha256) as src:
-        changed = host.upload_volume(step.pool, step.name, src, step.format)
-        size, stamp = src.done, src.stamp()
-    if changed and step.image:
-        _record(host, step.pool, imageversions.record_volume(step.image), step.name, stamp)
+    record = imageversions.record_volume(step.image) if step.image else ""
+    before = _read_record(host, step.pool, record) if record else None
+    if record and (before is None or step.name not in before.versions):
+        # listed as reconcile's before it exists: an import killed half-way is never left nobody's
+        listed = before or ImageRecord(step.name, SourceStamp())
+        host.write_in_place(step.pool, record, imageversions.encode(
+            dataclasses.replace(listed, versions=listed.versions + (step.name,))))
+    try:
+        with sources.ImageSource(step.source, step.sha256) as src:
+            changed = host.upload_volume(step.pool, step.name, src, step.format)
+            size, stamp = src.done, src.stamp()
+    except BaseException:
+        if record:  # a failed import leaves the pool as it was: the record too
+            if before is None:
+                host.delete_volume(step.pool, record)
+            else:
+                host.write_in_place(step.pool, record, imageversions.encode(before))
+        raise
+    if changed and record:
+        _record(host, step.pool, record, step.name, stamp)
     redone = "; the unfinished earlier import was removed first" if head is not None else ""
     return applied(changed, f"{size} bytes" + (", sha256 verified" if step.sha256 else "") + redone,
                    "already imported")
