@@ -37,6 +37,7 @@ class ImageSource:
         self.done = 0
         self._fp: BinaryIO | None = None
         self._mark = SourceStamp()  # what the file or the server says of this version
+        self._errors: tuple[type[BaseException], ...] = (OSError,)  # what reading it may raise
 
     def __enter__(self) -> ImageSource:
         self.open()
@@ -47,24 +48,14 @@ class ImageSource:
 
     def open(self) -> None:
         if "://" in self.location:
-            if not self.location.startswith(("http://", "https://")):
-                raise SourceError(f"{self.shown}: only http and https URLs can be imported")
-            # imported here: urllib.request (http.client, ssl, email) is a sixth of the start-up
-            # time of every run, and only a download needs it
-            import urllib.error
-            import urllib.request
-
-            try:
-                response = urllib.request.urlopen(_request(self.location), timeout=TIMEOUT)  # noqa: S310 (scheme checked above)
-            except urllib.error.HTTPError as exc:
-                raise SourceError(f"download {self.shown}: HTTP {exc.code} {exc.reason}") from exc
-            except (urllib.error.URLError, OSError) as exc:
-                reason = getattr(exc, "reason", exc)
-                raise SourceError(f"download {self.shown}: {reason}") from exc
+            response = _open_url(self.location, "GET", "download")
             length = response.headers.get("Content-Length")
             self.size = int(length) if length and length.isdigit() else None
             self._mark = _from_headers(response.headers)
             self._fp = response
+            import http.client  # loaded with urllib.request by _open_url
+
+            self._errors = (OSError, http.client.HTTPException)  # a body cut short: IncompleteRead
         else:
             try:
                 self._fp = open(self.location, "rb")  # noqa: SIM115 (closed by close())
@@ -78,8 +69,8 @@ class ImageSource:
         assert self._fp is not None, "open() first"
         try:
             data = self._fp.read(n)
-        except OSError as exc:
-            raise SourceError(f"read {self.shown}: {exc}") from exc
+        except self._errors as exc:
+            raise SourceError(f"read {self.shown}: {str(exc) or type(exc).__name__}") from exc
         if data:
             self.digest.update(data)
             self.done += len(data)
@@ -101,6 +92,26 @@ class ImageSource:
             self._fp = None
 
 
+def _open_url(location: str, method: str, doing: str):
+    """The response to an http(s) request for `location`; SourceError, in words, when there
+    is none. urllib.request (http.client, ssl, email) is imported here: it is a sixth of the
+    start-up time of every run, and only a download or a check needs it."""
+    shown = shown_source(location)
+    if not location.startswith(("http://", "https://")):
+        raise SourceError(f"{shown}: only http and https URLs can be imported")
+    import http.client
+    import urllib.error
+    import urllib.request
+
+    try:
+        return urllib.request.urlopen(_request(location, method), timeout=TIMEOUT)  # noqa: S310 (scheme checked above)
+    except urllib.error.HTTPError as exc:
+        raise SourceError(f"{doing} {shown}: HTTP {exc.code} {exc.reason}") from exc
+    except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as exc:
+        reason = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
+        raise SourceError(f"{doing} {shown}: {reason}") from exc
+
+
 def _request(location: str, method: str = "GET"):
     """The request for an http(s) source: user:password@ in the URL becomes basic
     authentication (urllib would take it for part of the host name), never shown."""
@@ -110,17 +121,30 @@ def _request(location: str, method: str = "GET"):
     parts = urllib.parse.urlsplit(location)
     headers = {"User-Agent": "reconcile"}
     url = location
+    auth = None
     if parts.username is not None:
         token = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
-        headers["Authorization"] = "Basic " + base64.b64encode(token.encode()).decode()
+        auth = "Basic " + base64.b64encode(token.encode()).decode()
         url = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
-    return urllib.request.Request(url, headers=headers, method=method)
+    request = urllib.request.Request(url, headers=headers, method=method)
+    if auth is not None:  # for this URL only: never sent on to where a redirect points
+        request.add_unredirected_header("Authorization", auth)
+    return request
+
+
+MAX_MARK = 200  # an ETag longer than this (servers send kilobytes) is kept as its hash
 
 
 def _from_headers(headers) -> SourceStamp:
     length = headers.get("Content-Length")
     return SourceStamp(size=int(length) if length and length.isdigit() else None,
-                       etag=headers.get("ETag") or None, last_modified=headers.get("Last-Modified") or None)
+                       etag=_short(headers.get("ETag")), last_modified=_short(headers.get("Last-Modified")))
+
+
+def _short(mark: str | None) -> str | None:
+    if not mark or len(mark) <= MAX_MARK:
+        return mark or None
+    return "sha256:" + hashlib.sha256(mark.encode()).hexdigest()
 
 
 def probe(location: str, sha256: str | None, known: SourceStamp | None) -> SourceStamp:
@@ -143,18 +167,8 @@ def probe(location: str, sha256: str | None, known: SourceStamp | None) -> Sourc
             while src.read():
                 pass
             return src.stamp()
-    import urllib.error
-    import urllib.request
-
-    if not location.startswith(("http://", "https://")):
-        raise SourceError(f"{shown}: only http and https URLs can be imported")
-    try:
-        with urllib.request.urlopen(_request(location, "HEAD"), timeout=TIMEOUT) as response:  # noqa: S310
-            stamp = _from_headers(response.headers)
-    except urllib.error.HTTPError as exc:
-        raise SourceError(f"check {shown}: HTTP {exc.code} {exc.reason}") from exc
-    except (urllib.error.URLError, OSError) as exc:
-        raise SourceError(f"check {shown}: {getattr(exc, 'reason', exc)}") from exc
+    with _open_url(location, "HEAD", "check") as response:
+        stamp = _from_headers(response.headers)
     if not (stamp.etag or stamp.last_modified):
         raise SourceError(f"{shown}: the server sends neither an ETag nor a Last-Modified, so a change cannot be told "
                           "without downloading it; give the image's sha256 in the spec")
