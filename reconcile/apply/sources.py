@@ -103,8 +103,17 @@ def _open_url(location: str, method: str, doing: str):
     import urllib.error
     import urllib.request
 
+    class KeepHead(urllib.request.HTTPRedirectHandler):
+        """A check stays a check where a mirror redirects it (urllib would follow with a GET)."""
+
+        def redirect_request(self, req, fp, code, msg, headers, newurl):
+            new = super().redirect_request(req, fp, code, msg, headers, newurl)
+            if new is not None and req.get_method() == "HEAD":
+                new.method = "HEAD"
+            return new
+
     try:
-        return urllib.request.urlopen(_request(location, method), timeout=TIMEOUT)  # noqa: S310 (scheme checked above)
+        return urllib.request.build_opener(KeepHead).open(_request(location, method), timeout=TIMEOUT)
     except urllib.error.HTTPError as exc:
         raise SourceError(f"{doing} {shown}: HTTP {exc.code} {exc.reason}") from exc
     except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as exc:
