@@ -111,8 +111,11 @@ def plan_old_versions(observed: Observed, images: Iterable[ImageSpec],
             actions.append(Action(ActionKind.DESTROY, ResourceKind.IMAGE, label,
                                   f"an earlier version of image {image.name} that nothing on the host is built on "
                                   "once the rebuild is done (checked again right before it is deleted)",
-                                  depends_on=after, payload=DeleteVersion(image.pool, vol.name, vol.path,
-                                                                          imageversions.record_volume(image.name))))
+                                  # one after another: each refreshes every pool, which fails
+                                  # while a volume of it is being deleted, and rewrites the record
+                                  depends_on=after + tuple(a.id for a in actions[-1:]),
+                                  payload=DeleteVersion(image.pool, vol.name, vol.path,
+                                                        imageversions.record_volume(image.name))))
     return Planned(tuple(actions), tuple(notes))
 
 
