@@ -3,6 +3,7 @@ removed after the test even when it fails; leftovers of a killed run are removed
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shlex
@@ -15,6 +16,8 @@ import uuid
 from pathlib import Path
 
 import pytest
+
+from . import daemon_watch
 
 # Another prefix lets two checkouts run their suites against one daemon without touching
 # each other's resources (each run removes leftovers of its own prefix only).
@@ -30,7 +33,8 @@ def kvm_usable() -> bool:
     return os.access("/dev/kvm", os.R_OK | os.W_OK)
 
 
-DOMAIN_TYPE = "kvm" if kvm_usable() else "qemu"
+# RECONCILE_TEST_DOMAIN_TYPE=qemu runs the suite as on a machine without /dev/kvm.
+DOMAIN_TYPE = os.environ.get("RECONCILE_TEST_DOMAIN_TYPE") or ("kvm" if kvm_usable() else "qemu")
 
 
 def run_cli(*args: str, uri: str = SYSTEM_URI, check: int | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -89,13 +93,109 @@ def cleanup_host(conn, prefix: str = PREFIX) -> None:
             pass
 
 
+_CONNECTIONS: list[DaemonConnection] = []
+
+
+class DaemonConnection:
+    """The suite's connection to qemu:///system, opened again when libvirtd had to be
+    started again (see `_libvirtd_watch`); otherwise a libvirt connection as any other."""
+
+    def __init__(self, uri: str):
+        import libvirt
+
+        self._uri = uri
+        self._conn = libvirt.open(uri)
+        _CONNECTIONS.append(self)
+
+    def reopen(self) -> None:
+        import libvirt
+
+        with contextlib.suppress(libvirt.libvirtError):
+            self._conn.close()
+        self._conn = libvirt.open(self._uri)
+
+    def __getattr__(self, name: str):
+        return getattr(self._conn, name)
+
+
+class _Watch:
+    """What tests/daemon_watch.py has seen: libvirtd's PID, and how many failures were told."""
+    config = None
+    told = 0
+
+
+def pytest_configure(config):
+    _Watch.config = config
+
+
+def _say(text: str) -> None:
+    reporter = _Watch.config.pluginmanager.get_plugin("terminalreporter") if _Watch.config else None
+    if reporter is not None:
+        reporter.ensure_newline()
+        reporter.write_line(text)
+
+
+def pytest_sessionstart(session):
+    if os.geteuid() == 0 and daemon_watch.daemon_pid() is not None:
+        free = shutil.disk_usage("/var/lib/libvirt").free / 2**30
+        _say(f"real daemon: libvirtd pid {daemon_watch.daemon_pid()}; domains of type {DOMAIN_TYPE}; "
+             f"{free:.1f} GiB free under /var/lib/libvirt")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call":
+        item.failed_call = report.failed
+
+
+def pytest_runtest_logreport(report):
+    """A failure is told when it happens, not only when the run ends (which a run that hangs
+    never reaches): one line each, and in CI the whole of the first few."""
+    if not report.failed:
+        return
+    crash = getattr(report.longrepr, "reprcrash", None)
+    first = (crash.message if crash else str(report.longrepr)).strip().splitlines()
+    _say(f"FAILED ({report.when}) {report.nodeid}: {first[0] if first else ''}"[:400])
+    if os.environ.get("CI") and _Watch.told < 3:
+        _Watch.told += 1
+        _say("\n".join(report.longreprtext.splitlines()[-60:]))
+
+
+@pytest.fixture(autouse=True)
+def _libvirtd_watch(request):
+    """libvirtd looked at before and after each test on the real daemon (tests/daemon_watch.py)."""
+    if request.node.get_closest_marker("libvirtd") is None or os.geteuid() != 0:
+        yield
+        return
+    before = daemon_watch.daemon_pid()
+    yield
+    after = daemon_watch.daemon_pid()
+    if before is not None and after != before:
+        said = f"libvirtd (pid {before}) ended during this test.\n{daemon_watch.diagnosis()}"
+        why = daemon_watch.restart()
+        for conn in _CONNECTIONS:
+            with contextlib.suppress(Exception):
+                conn.reopen()
+        _say(said + ("\nlibvirtd is started again for the tests that follow" if why is None
+                     else f"\nlibvirtd could not be started again: {why}"))
+        if why is not None:
+            pytest.exit("libvirtd is gone and could not be started again", returncode=1)
+        pytest.fail(said, pytrace=False)
+    if before is not None and getattr(request.node, "failed_call", False) and (silent := daemon_watch.answers()):
+        said = f"libvirtd (pid {before}) does not answer after this test failed: {silent}\n{daemon_watch.diagnosis()}"
+        _say(said)
+        pytest.exit(said, returncode=1)
+
+
 @pytest.fixture(scope="session")
 def system_conn():
     """A connection to the real daemon. In CI it must be there; elsewhere its tests skip."""
     import libvirt
 
     try:
-        conn = libvirt.open(SYSTEM_URI)
+        conn = DaemonConnection(SYSTEM_URI)
     except libvirt.libvirtError as exc:
         if os.environ.get("CI"):
             pytest.fail(f"qemu:///system is not reachable in CI: {exc}")

@@ -43,7 +43,12 @@ class Relay:
             except OSError:
                 return
             upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            upstream.connect(DAEMON_SOCKET)
+            try:
+                upstream.connect(DAEMON_SOCKET)
+            except OSError:  # no libvirtd behind: the client is told at once, never kept waiting
+                client.close()
+                upstream.close()
+                continue
             with self.lock:
                 self.sockets += [client, upstream]
             for a, b in ((client, upstream), (upstream, client)):
@@ -90,6 +95,8 @@ def apply_through_relay(lab, tmp_path, parallel: str, breaking) -> tuple[subproc
     proc = subprocess.Popen([sys.executable, "-m", "reconcile", "apply", "--parallel", parallel, str(lab.specs)],
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines = []
+    watchdog = threading.Timer(300, proc.kill)  # an apply that hangs fails the test, never the suite
+    watchdog.start()
     try:
         for line in proc.stdout:
             lines.append(line)
@@ -100,6 +107,7 @@ def apply_through_relay(lab, tmp_path, parallel: str, breaking) -> tuple[subproc
         err = proc.stderr.read()
         proc.wait(timeout=120)
     finally:
+        watchdog.cancel()
         if proc.poll() is None:
             proc.kill()
         relay.cut()
