@@ -13,7 +13,14 @@ import pytest
 from reconcile import spec as specs
 from reconcile.errors import SpecError
 
-from .conftest import REPO, run_cli, write
+from .conftest import REPO, write
+from .conftest import run_cli as _run_cli
+
+DEFAULT = "test:///default"  # the default connection of these runs, looked at for moved domains
+
+
+def run_cli(*args: str, **kwargs):
+    return _run_cli(*args, uri=DEFAULT, **kwargs)
 
 DOWN = "qemu+ssh://nobody@127.0.0.1:1/system?no_tty=1"  # nothing listens on port 1
 

@@ -6,13 +6,13 @@ own part while every other host's work completes.
 Locks are taken in one order on every run (the default connection first, then the named
 hosts by name), so two runs over overlapping hosts never wait for each other in a circle.
 A domain whose spec moved it to another host is destroyed on the old host before it is
-created on the new one: the hosts it leaves run first.
+created on the new one (cli/moves.py): an apply runs in two rounds, the removals of the
+domains that leave a host first, on every host, then the rest.
 """
 
 from __future__ import annotations
 
 import argparse
-import concurrent.futures as cf
 import dataclasses
 import time
 from typing import Any
@@ -20,32 +20,13 @@ from typing import Any
 from ..apply.executor import execute
 from ..apply.lock import RunLock, clear_stale
 from ..errors import HostUnavailable, ReconcileError
-from ..model import ActionKind, ApplyResult, Desired, Observed, Plan, ResourceKind, State, Status
-from ..plan import Options
+from ..model import ActionResult, ApplyResult, Desired, Plan, ResourceKind, Status
 from ..spec.formats import closest
 from . import markdown, render
+from .moves import find_moves, leaving_part, left_behind, look_around
 from .output import Output, Progress
 from .parser import EXIT_CHANGES, EXIT_ERROR, EXIT_OK, default_uri
-
-
-@dataclasses.dataclass
-class Target:
-    """One host of the run: its part of the specs, its connection, and how it went."""
-
-    name: str | None  # None: the default connection
-    uri: str
-    desired: Desired
-    host: Any  # LibvirtHost
-    observed: Observed | None = None
-    plan: Plan | None = None
-    result: ApplyResult | None = None
-    error: str = ""  # why it could not be read or changed: its part did not run
-    readiness: tuple = ()  # with --wait: each started domain's verdict
-    moves: Options = dataclasses.field(default_factory=Options)
-
-    @property
-    def label(self) -> str:
-        return self.name or render.DEFAULT_HOST
+from .targets import Target, each
 
 
 def many_hosts(desired: Desired, args: argparse.Namespace) -> bool:
@@ -81,49 +62,12 @@ def targets_of(desired: Desired, args: argparse.Namespace, connect) -> list[Targ
     return out
 
 
-def each(targets: list[Target], work, *args) -> None:
-    """`work(target, *args)` for every target at once; an error of one host is kept as
-    that host's, never raised past the others."""
-    def guarded(t: Target) -> None:
-        try:
-            work(t, *args)
-        except ReconcileError as exc:
-            t.error = str(exc)
-
-    live = [t for t in targets if not t.error]
-    if len(live) == 1:
-        guarded(live[0])
-        return
-    with cf.ThreadPoolExecutor(max_workers=max(1, len(live)), thread_name_prefix="reconcile-host") as pool:
-        list(pool.map(guarded, live))
-
-
-def find_moves(targets: list[Target], desired: Desired) -> None:
-    """The domains of the project found on another host than their spec names: the target
-    they go to learns where they are, the one they leave that they are leaving."""
-    where: dict[str, Target] = {}
-    for t in targets:
-        if t.observed is not None:
-            for name, dom in t.observed.domains.items():
-                if dom.ownership is not None and dom.ownership.project == desired.project:
-                    where.setdefault(name, t)
-    for t in targets:
-        elsewhere = {}
-        for d in t.desired.domains:
-            there = where.get(d.name)
-            if there is not None and there is not t and d.state is not State.ABSENT and \
-                    (t.observed is None or d.name not in t.observed.domains):
-                elsewhere[d.name] = there.label
-                there.moves = dataclasses.replace(there.moves, moving_out={**there.moves.moving_out,
-                                                                           d.name: t.label})
-        t.moves = dataclasses.replace(t.moves, elsewhere=elsewhere)
-
-
 def run_many(args: argparse.Namespace, desired: Desired, console: Output, connect, observe_for, plan_from,
              reviewed=None) -> int:
     """plan, apply, destroy and rebuild over every host of the run; `reviewed`: the plan
     file `apply FILE` applies, which the hosts must still match (see `reviewed`)."""
     targets = targets_of(desired, args, connect)
+    bystanders: list[Target] = []
     for t in targets:
         t.host.connect_early()
     acting = args.command == "destroy" or (args.command in ("apply", "rebuild") and not args.dry_run)
@@ -135,8 +79,9 @@ def run_many(args: argparse.Namespace, desired: Desired, console: Output, connec
             t.observed = observe_for(args, t.desired, t.host)
 
         each(targets, read)
-        if args.command != "destroy":
-            find_moves(targets, desired)
+        if args.command in ("plan", "apply"):
+            bystanders += look_around(targets, desired, args, console, connect, observe_for)
+            find_moves(targets, desired, bystanders)
         each(targets, lambda t: setattr(t, "plan", plan_from(args, t.desired, t.observed, t.moves)))
         if not acting:
             if reviewed is not None and _refused(reviewed, targets, console):  # apply FILE --dry-run
@@ -151,9 +96,9 @@ def run_many(args: argparse.Namespace, desired: Desired, console: Output, connec
             return _plan_exit(targets, args)
         if reviewed is not None and _refused(reviewed, targets, console):
             return EXIT_ERROR
-        return _apply_many(targets, args, desired, console, observe_for, plan_from, reviewed)
+        return _apply_many(targets, args, desired, console, observe_for, plan_from, reviewed, bystanders)
     finally:
-        for t in targets:
+        for t in [*targets, *bystanders]:
             t.host.close()
 
 
@@ -260,7 +205,7 @@ def many_json(targets: list[Target], desired: Desired, results: bool) -> dict[st
 
 
 def _apply_many(targets: list[Target], args: argparse.Namespace, desired: Desired, console: Output,
-                observe_for, plan_from, reviewed=None) -> int:
+                observe_for, plan_from, reviewed=None, bystanders: list[Target] = ()) -> int:
     if not console.quiet_apply:
         show_plans(targets, console, desired)
     changing = [t for t in targets if not t.error and (args.command == "rebuild" or t.plan.actions or args.break_lock)]
@@ -283,48 +228,31 @@ def _apply_many(targets: list[Target], args: argparse.Namespace, desired: Desire
             t.observed = observe_for(args, t.desired, t.host)
 
         each(held, replan)
-        if args.command != "destroy":
-            find_moves(targets, desired)
+        if args.command == "apply":
+            find_moves(targets, desired, list(bystanders))
         each(held, lambda t: setattr(t, "plan", plan_from(args, t.desired, t.observed, t.moves)))
         if reviewed is not None and _refused(reviewed, targets, console):  # what counts: read under the locks
             return EXIT_ERROR
         if held and not console.quiet_apply:
             console.info(f"Applying on {len(held)} host{'s' if len(held) != 1 else ''} ({args.parallel} at a time "
                          "on each):")
+        runs = {id(t): _HostRun(t, args, console) for t in held if not t.error}
+        # Two rounds: first every host removes the domains that move away from it, then each
+        # does the rest, creating the domains that arrive once their old host let them go.
+        # So swapped domains (a to b, b to a) both move, and none ever runs twice.
+        each(held, lambda t: runs[id(t)].run(leaving_part(t.plan, t.moves.moving_out)))
 
-        def run(t: Target) -> None:
-            plan = t.plan
-            gone = _left_behind(t, targets)
-            if gone:
-                plan = _without(plan, gone)
-            with Progress(console, len(plan.actions), live=False, prefix=f"[{t.label}] ") as progress:
-                waiting = None
-                if getattr(args, "wait", False):
-                    from .lab import ApplyWait
+        def rest(t: Target) -> None:
+            run = runs[id(t)]
+            left = left_behind(t, targets, runs)
+            run.run(_without(t.plan, set(run.results)), skip=left)
+            run.end()
+            lock = locks.pop(id(t), None)
+            if lock is not None:  # waiting changes nothing: the lock goes first
+                lock.release()
+            run.wait()
 
-                    waiting = ApplyWait(args, t.desired, plan, t.host, progress.line)
-
-                def finished(result) -> None:
-                    progress.finished(result)
-                    if waiting is not None:
-                        waiting.finished(result)
-
-                t.result = execute(plan, t.host, parallel=args.parallel, force=getattr(args, "force", False),
-                                   on_result=finished, on_start=progress.started)
-                lock = locks.pop(id(t), None)
-                if lock is not None:  # waiting changes nothing: the lock goes first
-                    lock.release()
-                if waiting is not None:
-                    t.readiness = waiting.finish()
-            if t.result.connection_lost:
-                t.error = f"lost the connection to libvirtd at {t.uri} during {args.command}"
-
-        # The hosts domains move away from go first: a domain is destroyed there before it
-        # is created on its new host.
-        leaving = [t for t in held if any(a.kind is ActionKind.DESTROY and a.name in t.moves.moving_out
-                                          for a in t.plan.actions)]
-        each(leaving, run)
-        each([t for t in held if t not in leaving], run)
+        each(held, rest)
     finally:
         for lock in locks.values():
             lock.release()
@@ -335,31 +263,80 @@ def _apply_many(targets: list[Target], args: argparse.Namespace, desired: Desire
     return _report(targets, args, desired, console, wall)
 
 
-def _left_behind(t: Target, targets: list[Target]) -> set[str]:
-    """The domains moving here whose old host did not let them go (it failed or could not
-    be reached): they are not created here, so no domain runs twice."""
-    out = set()
-    by_label = {x.label: x for x in targets}
-    for name, there in t.moves.elsewhere.items():
-        old = by_label.get(there)
-        if old is None or old.error or old.result is None or not _removed(old.result, name):
-            out.add(name)
-    return out
+class _HostRun:
+    """One host's part of an apply, run in rounds (see `_apply_many`): its progress, its
+    readiness wait and its results gathered into one result for the whole plan."""
+
+    def __init__(self, t: Target, args: argparse.Namespace, console: Output):
+        self.t, self.args = t, args
+        self.results: dict[str, Any] = {}  # action id -> ActionResult
+        self.lost = False
+        self.progress = Progress(console, len(t.plan.actions), live=False, prefix=f"[{t.label}] ").__enter__()
+        self.waiting = None
+        if getattr(args, "wait", False):
+            from .lab import ApplyWait
+
+            self.waiting = ApplyWait(args, t.desired, t.plan, t.host, self.progress.line)
+
+    def finished(self, result) -> None:
+        self.progress.finished(result)
+        if self.waiting is not None:
+            self.waiting.finished(result)
+
+    def run(self, plan: Plan, skip: dict[str, str] | None = None) -> None:
+        """Execute `plan`: its actions that depend on one of an earlier round that did not
+        succeed are skipped, as are the domains of `skip` (name -> why) and what needs them."""
+        skipped = self._skipped(plan, skip or {})
+        for result in skipped:
+            self.results[result.action.id] = result
+            self.finished(result)
+        plan = dataclasses.replace(plan, actions=tuple(a for a in plan.actions if a.id not in self.results))
+        if not plan.actions:
+            return
+        if self.lost:
+            now = time.time()
+            for a in plan.actions:
+                self.results[a.id] = r = ActionResult(a, Status.SKIPPED, "not attempted: the connection to the "
+                                                      "host was lost", now, now)
+                self.finished(r)
+            return
+        result = execute(plan, self.t.host, parallel=self.args.parallel, force=getattr(self.args, "force", False),
+                         on_result=self.finished, on_start=self.progress.started)
+        self.lost |= result.connection_lost
+        for r in result.results:
+            self.results[r.action.id] = r
+
+    def _skipped(self, plan: Plan, skip: dict[str, str]) -> list[ActionResult]:
+        out: list[ActionResult] = []
+        said: dict[str, str] = {}  # action id -> why it is skipped, in the executor's words
+        for a in plan.actions:  # in order: what an action depends on comes before it
+            if a.resource is ResourceKind.DOMAIN and a.name in skip:
+                said[a.id] = f"not attempted: {skip[a.name]}"
+            else:
+                dep = next((d for d in a.depends_on if d in said or (
+                    d in self.results and self.results[d].status not in (Status.APPLIED, Status.UNCHANGED))), None)
+                if dep is None:
+                    continue
+                said[a.id] = f"because {dep} {'skipped' if dep in said else self.results[dep].status.value}"
+            now = time.time()
+            out.append(ActionResult(a, Status.SKIPPED, said[a.id], now, now))
+        return out
+
+    def end(self) -> None:
+        self.progress.__exit__(None, None, None)
+        ordered = tuple(self.results[a.id] for a in self.t.plan.actions if a.id in self.results)
+        self.t.result = ApplyResult(self.t.plan, ordered, wall_time=0.0, connection_lost=self.lost)
+        if self.lost:
+            self.t.error = f"lost the connection to libvirtd at {self.t.uri} during {self.args.command}"
+
+    def wait(self) -> None:
+        if self.waiting is not None:
+            self.t.readiness = self.waiting.finish()
 
 
-def _removed(result: ApplyResult, name: str) -> bool:
-    return any(r.action.resource is ResourceKind.DOMAIN and r.action.name == name
-               and r.action.kind is ActionKind.DESTROY and r.status in (Status.APPLIED, Status.UNCHANGED)
-               for r in result.results)
-
-
-def _without(plan: Plan, names: set[str]) -> Plan:
-    """The plan without the actions of these domains and what depends on them."""
-    dropped = {a.id for a in plan.actions if a.resource is ResourceKind.DOMAIN and a.name in names}
-    for a in plan.actions:  # in order: what an action depends on comes before it
-        if dropped.intersection(a.depends_on):
-            dropped.add(a.id)
-    return dataclasses.replace(plan, actions=tuple(a for a in plan.actions if a.id not in dropped))
+def _without(plan: Plan, ids: set[str]) -> Plan:
+    """The plan without these actions (the round before ran them)."""
+    return dataclasses.replace(plan, actions=tuple(a for a in plan.actions if a.id not in ids))
 
 
 def _report(targets: list[Target], args: argparse.Namespace, desired: Desired, console: Output, wall: float) -> int:

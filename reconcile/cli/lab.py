@@ -120,7 +120,8 @@ def readiness_json(r: Readiness) -> dict[str, Any]:
 def run_lab_many(args: argparse.Namespace, desired: Desired, console: Output, connect) -> int:
     """The lab commands over every host of the run: each host read at once; one that
     cannot be reached is named, and the others are reported (exit 1)."""
-    from .hosts import each, targets_of
+    from .hosts import targets_of
+    from .targets import each
 
     targets = targets_of(desired, args, connect)
     for t in targets:

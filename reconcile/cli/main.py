@@ -238,8 +238,7 @@ def refreshed_images(args: argparse.Namespace, desired) -> list:
 def plan_from(args: argparse.Namespace, desired, observed, moves: Options | None = None) -> Plan:
     """The plan of this command, from what was read. `moves` (many hosts): the domains on
     another host than their spec says, as the planner's options carry them."""
-    elsewhere = dict(moves.elsewhere) if moves else {}
-    moving_out = dict(moves.moving_out) if moves else {}
+    moves = moves or Options()
     if args.command == "destroy":
         return plan_destroy(desired, observed)
     if args.command == "rebuild":
@@ -250,7 +249,8 @@ def plan_from(args: argparse.Namespace, desired, observed, moves: Options | None
                             refresh=probe_sources(refreshed_images(args, desired), observed))
     return make_plan(desired, observed, options=Options(
         prune=args.prune, restart=args.restart, adopt=args.adopt, allow_recreate=args.allow_recreate,
-        prune_all=args.prune_all, elsewhere=elsewhere, moving_out=moving_out))
+        prune_all=args.prune_all, elsewhere=dict(moves.elsewhere), moving_out=dict(moves.moving_out),
+        held=dict(moves.held), stuck=dict(moves.stuck)))
 
 
 def probe_sources(images, observed) -> dict:

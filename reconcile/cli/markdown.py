@@ -30,7 +30,7 @@ _RECAP = ("applied", "unchanged", "failed", "skipped")
 
 
 class HostPart(Protocol):
-    """One host's part of a run, as the document shows it (`hosts.Target` is one)."""
+    """One host's part of a run, as the document shows it (`targets.Target` is one)."""
 
     label: str  # the host's name in a run of many; its URI on a single-host run
     uri: str

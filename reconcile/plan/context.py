@@ -24,6 +24,11 @@ class Options:
     # and the domains of this host whose spec moved them elsewhere.
     elsewhere: Mapping[str, str] = field(default_factory=dict)
     moving_out: Mapping[str, str] = field(default_factory=dict)  # name -> the host it moves to
+    # Moves this run cannot make (name -> why): domains of this host whose new host is not
+    # changed by this run (`held`: they stay here), and domains placed here that sit on a
+    # host this run does not change (`stuck`: they are not created here).
+    held: Mapping[str, str] = field(default_factory=dict)
+    stuck: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -109,8 +109,13 @@ def _plan_domain(spec: DomainSpec, ctx: Context) -> Planned:
 def _moved_here(spec: DomainSpec, ctx: Context) -> Planned | None:
     """A domain whose spec names this host while it is on another: refused unless
     --allow-recreate, since it is destroyed there and created here, empty (None: not moved)."""
+    if spec.name in ctx.observed.domains or spec.state is State.ABSENT:
+        return None
+    if spec.name in ctx.options.stuck:
+        return noted(Note(ResourceKind.DOMAIN, spec.name, f"not created here: {ctx.options.stuck[spec.name]}, "
+                          "and a domain is never on two hosts at once", NoteKind.REFUSED))
     there = ctx.options.elsewhere.get(spec.name)
-    if there is None or spec.name in ctx.observed.domains or spec.state is State.ABSENT:
+    if there is None:
         return None
     kept = [f"{d.pool}/{d.volume}" for d in spec.disks if d.keep]
     stays = (f"; its keep: true disks ({', '.join(kept)}) do not move: they stay on {there}, and new ones are "

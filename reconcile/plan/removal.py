@@ -28,9 +28,14 @@ def plan_prune(desired: Desired, observed: Observed, options: Options) -> Planne
     declared = {d.name: d.state for d in desired.domains}
     mine = {name: dom for name, dom in sorted(observed.domains.items())
             if dom.ownership is not None and dom.ownership.project == desired.project}
-    moving = {name: dom for name, dom in mine.items() if name in options.moving_out and name not in declared}
+    moving = {name: dom for name, dom in mine.items()
+              if (name in options.moving_out or name in options.held) and name not in declared}
     out: list[Planned] = []
     for name, dom in moving.items():
+        if name in options.held:  # its new host is not changed by this run: never an orphan here
+            out.append(noted(Note(ResourceKind.DOMAIN, name, f"its spec moved it away; kept here, since "
+                                  f"{options.held[name]}", NoteKind.WARNING)))
+            continue
         to = options.moving_out[name]
         if options.allow_recreate:
             out.append(plan_removal(dom, f"its spec moved it to host {to}: destroyed here first (--allow-recreate), "
