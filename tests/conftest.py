@@ -129,8 +129,14 @@ def pytest_configure(config):
 
 
 def _say(text: str) -> None:
-    reporter = _Watch.config.pluginmanager.get_plugin("terminalreporter") if _Watch.config else None
-    if reporter is not None:
+    """Straight to the terminal (CI's log), even from inside a test's captured output."""
+    if _Watch.config is None:
+        return
+    plugins = _Watch.config.pluginmanager
+    reporter, capture = plugins.get_plugin("terminalreporter"), plugins.get_plugin("capturemanager")
+    if reporter is None:
+        return
+    with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
         reporter.ensure_newline()
         reporter.write_line(text)
 

@@ -26,10 +26,13 @@ def daemon_pid() -> int | None:
     """The running system libvirtd's PID, or None."""
     try:
         pid = int(PIDFILE.read_text().strip())
-        comm = Path(f"/proc/{pid}/comm").read_text().strip()
+        stat = Path(f"/proc/{pid}/stat").read_text()
     except (OSError, ValueError):
         return None
-    return pid if comm == "libvirtd" else None
+    # "PID (comm) STATE ...": a killed daemon nobody reaped (a container's first process
+    # may not) is a zombie, still listed under its name
+    name, _, rest = stat.partition(") ")
+    return pid if name.endswith("(libvirtd") and not rest.startswith(("Z", "X")) else None
 
 
 def answers(timeout: float = 30) -> str | None:
