@@ -104,3 +104,36 @@ def test_a_secret_is_in_no_output_and_no_plan_file(tmp_path):
     bad = run_cli("plan", "-c", "test:///default", str(tmp_path / "specs"))
     assert bad.returncode == 1 and "the secret is not valid YAML" in bad.stderr
     assert SECRET not in bad.stdout + bad.stderr
+
+
+def test_what_holds_a_secret_is_shown_by_a_slow_hash_that_no_guess_is_cheap_against(tmp_path):
+    """A short password in an otherwise known user-data could be found from a SHA-256 of the
+    file by hashing guesses; what plans, plan files and libvirt's metadata carry of a seed
+    with a secret is a salted scrypt instead, and no fast hash of its content appears."""
+    import hashlib
+
+    from reconcile.model import protected_digest
+
+    _spec(tmp_path, "{password: {env: RCTEST_PASS}}")
+    env = {"RCTEST_PASS": "hunter2"}
+    done = run_cli("plan", "-c", "test:///default", "-o", "json", "--out", str(tmp_path / "p.json"),
+                   str(tmp_path / "specs"), env=env, check=0)
+    seed = next(a for a in json.loads(done.stdout)["actions"] if a["name"].endswith("-cidata.iso"))
+    shown = {c["path"]: c["after"] for c in seed["changes"]}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RCTEST_PASS", "hunter2")
+        desired = specs.load([str(tmp_path / "specs")])
+    files = _files(desired)
+    assert shown["user-data"] == protected_digest(files["user-data"])
+    assert shown["meta-data"].startswith("sha256:")  # meta-data holds no secret here
+    everything = done.stdout + done.stderr + (tmp_path / "p.json").read_text()
+    fast = hashlib.sha256(files["user-data"]).hexdigest()
+    assert fast[:12] not in everything
+    # the instance-id and the seed's digest (both recorded in the domain's metadata) are
+    # not a fast hash of the secret content either: a changed password changes both
+    seed_spec = desired.domains[0].seed
+    assert fast[:12] not in seed_spec.instance_id
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RCTEST_PASS", "hunter3")
+        other = specs.load([str(tmp_path / "specs")]).domains[0].seed
+    assert other.instance_id != seed_spec.instance_id and other.digest != seed_spec.digest

@@ -8,7 +8,8 @@ May import: `errors` only; every other package imports this one.
 """
 
 from .desired import (DEFAULT_STOP_TIMEOUT, Backing, Cdrom, Console, Desired, Disk, DomainSpec, Graphics, HostEntry, HostSpec, ImageSpec,
-                      Interface, NetworkSpec, Origin, PoolSpec, Reference, Seed, State, short_digest, shown_source)
+                      Interface, NetworkSpec, Origin, PoolSpec, Reference, Seed, State, protected_digest, seed_whole_digest,
+                      short_digest, shown_source)
 from .guest import (Address, AddressSource, Check, Condition, ConditionKind, Guest, Nic, Ready, Readiness,
                     one_line)
 from .observed import (ImageHead, ImageRecord, SourceStamp, Observed, ObservedDomain, ObservedNetwork, ObservedPool, ObservedSeed,
@@ -18,7 +19,8 @@ from .plan import (Action, ActionKind, ActionResult, ApplyResult, Change, Change
 
 __all__ = [
     "DEFAULT_STOP_TIMEOUT", "Backing", "Cdrom", "Console", "Desired", "Disk", "DomainSpec", "Graphics", "HostEntry", "HostSpec", "ImageSpec",
-    "Interface", "NetworkSpec", "Origin", "PoolSpec", "Reference", "Seed", "State", "short_digest", "shown_source",
+    "Interface", "NetworkSpec", "Origin", "PoolSpec", "Reference", "Seed", "State", "protected_digest", "seed_whole_digest", "short_digest",
+    "shown_source",
     "ImageHead", "ImageRecord", "SourceStamp", "Observed", "ObservedDomain", "ObservedNetwork", "ObservedPool", "ObservedSeed", "ObservedVolume",
     "Ownership", "UnmodeledDevice", "PoolOwner", "Teardown", "TeardownOutcome", "VolumeRef", "Action", "ActionKind", "ActionResult",
     "ApplyResult", "Change", "ChangeClass", "Note", "NoteKind", "Pending", "Plan", "ResourceKind", "Status", "Address",

@@ -13,6 +13,7 @@ import functools
 import hashlib
 import json
 import urllib.parse
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +41,22 @@ def shown_source(source: str) -> str:
 def short_digest(data: bytes) -> str:
     """How content that may be secret is shown: enough of its SHA-256 to tell versions apart."""
     return "sha256:" + hashlib.sha256(data).hexdigest()[:16]
+
+
+SECRET_SALT = b"reconcile cloud-init seed"
+
+
+def protected_digest(data: bytes) -> str:
+    """How content holding a secret is shown and recorded: a slow, salted hash (scrypt, about
+    30 ms and 8 MiB each), so a plan posted for review, a plan file or libvirt metadata
+    cannot be used to find a short password by hashing guesses the way a SHA-256 could."""
+    return "scrypt:" + hashlib.scrypt(data, salt=SECRET_SALT, n=2**13, r=8, p=1, dklen=8).hex()
+
+
+def seed_whole_digest(files: tuple[tuple[str, bytes], ...], protected: Mapping[str, str]) -> str:
+    """The digest of a whole seed, its secret files entering through their protected digests."""
+    parts = (n.encode() + b"\0" + (protected[n].encode() if n in protected else d) + b"\0" for n, d in files)
+    return "sha256:" + hashlib.sha256(b"".join(parts)).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -162,9 +179,23 @@ class Seed:
     digest: str
     instance_id: str
     meta_tail: bytes = field(default=b"", repr=False)  # meta-data after its instance-id line
+    # The files that hold a secret, by their protected digests (computed once, when composed).
+    protected: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     def file_digests(self) -> dict[str, str]:
-        return {name: short_digest(data) for name, data in self.files}
+        return {name: self.protected.get(name) or short_digest(data) for name, data in self.files}
+
+    def digests_of(self, files: Mapping[str, bytes]) -> dict[str, str]:
+        """The digests of another copy of these files (the host's), hashed as this seed's
+        are: a file that holds a secret here is taken to hold one there too."""
+        mine = dict(self.files)
+        out = {}
+        for name, data in files.items():
+            if name in self.protected:
+                out[name] = self.protected[name] if mine.get(name) == data else protected_digest(data)
+            else:
+                out[name] = short_digest(data)
+        return out
 
     def at_generation(self, generation: int) -> Seed:
         """The seed after `generation` rebuilds: the same files with a new instance-id, so
@@ -174,8 +205,11 @@ class Seed:
         instance_id = f"{self.instance_id}-r{generation}"
         meta = b"instance-id: " + json.dumps(instance_id).encode() + b"\n" + self.meta_tail
         files = tuple((name, meta if name == "meta-data" else data) for name, data in self.files)
-        whole = hashlib.sha256(b"".join(n.encode() + b"\0" + d + b"\0" for n, d in files)).hexdigest()
-        return dataclasses.replace(self, files=files, digest="sha256:" + whole, instance_id=instance_id)
+        protected = dict(self.protected)
+        if "meta-data" in protected:
+            protected["meta-data"] = protected_digest(meta)
+        return dataclasses.replace(self, files=files, digest=seed_whole_digest(files, protected),
+                                   instance_id=instance_id, protected=protected)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .desired import HostEntry, short_digest
+from .desired import HostEntry, protected_digest
 
 
 @dataclass(frozen=True)
@@ -114,7 +114,9 @@ class ObservedSeed:
     instance_id: str | None = None
 
     def file_digests(self) -> dict[str, str]:
-        return {name: short_digest(data) for name, data in (self.files or {}).items()}
+        """Each file by its protected digest: what a seed on the host holds may be a secret
+        (a plan compares it through the spec's seed, `Seed.digests_of`, instead)."""
+        return {name: protected_digest(data) for name, data in (self.files or {}).items()}
 
 
 @dataclass(frozen=True)

@@ -185,7 +185,7 @@ def seed_action(spec: DomainSpec, observed: Observed, have: ObservedDomain | Non
                       changes=tuple(Change((name,), None, digest) for name, digest in want.items()),
                       depends_on=waits, payload=params)
     live = observed.seeds.get(key)
-    got = live.file_digests() if live is not None and live.files is not None else None
+    got = seed.digests_of(live.files) if live is not None and live.files is not None else None
     if got == want:
         return None
     if got is None and key not in previously_owned:

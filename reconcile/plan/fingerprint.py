@@ -55,14 +55,17 @@ def fingerprints(desired: Desired, observed: Observed) -> dict[str, Seen]:
         out[f"network:{name}"] = Seen(net is not None, _digest([net.active, net.autostart, net.essence, net.owner_project,
                                                                 [dataclasses.asdict(h) for h in net.hosts]])
                                       if net else "")
+    spec_seeds = {(d.seed.pool, d.seed.volume): d.seed for d in desired.domains if d.seed is not None}
     for pool, name in sorted(desired.volumes_of_interest()):
         vol = observed.volumes.get((pool, name))
         seed = observed.seeds.get((pool, name))
+        spec_seed = spec_seeds.get((pool, name))
         what = None
         if vol is not None:
             what = [vol.capacity, vol.format, vol.path, vol.backing,
                     dataclasses.asdict(vol.head) if vol.head else None,
-                    seed.file_digests() if seed is not None else None,
+                    (spec_seed.digests_of(seed.files) if spec_seed is not None and seed.files is not None
+                     else seed.file_digests()) if seed is not None else None,
                     sorted(observed.attached.get((pool, name), ()))]
         out[f"volume:{pool}/{name}"] = Seen(vol is not None, _digest(what) if what else "")
     for (pool, name), record in sorted(observed.images.items()):

@@ -16,13 +16,14 @@ from typing import Any
 import yaml
 
 from ..errors import Diagnostic
-from ..model import Seed
+from ..model import Seed, protected_digest, seed_whole_digest
 from . import secrets
 from .layers import Located
 from .schema import _kind
 from .source import Path_
 
 MAX_FILE = 4 * 1024 * 1024  # cloud-init seeds are meant to be small
+FILE_OF = {"user_data": "user-data", "meta_data": "meta-data", "network_config": "network-config"}
 
 
 def compose_seed(item: Located, domain: str, ci: dict[str, Any], pool: str, volume: str,
@@ -30,6 +31,7 @@ def compose_seed(item: Located, domain: str, ci: dict[str, Any], pool: str, volu
     """The seed of `domain`, or None (with the problems said) when a file or a secret
     cannot be had. Without `resolve_secrets` (validate), secrets are placeholders."""
     before = len(problems)
+    secret = {FILE_OF[k] for k, v in ci.items() if k in FILE_OF and secrets.holds_reference(v)}
     ci = {k: (secrets.resolve(item, ("cloud_init", k), v, resolve_secrets, problems) if k != "pool" else v)
           for k, v in ci.items()}
     if len(problems) > before:
@@ -46,10 +48,15 @@ def compose_seed(item: Located, domain: str, ci: dict[str, Any], pool: str, volu
     meta = _meta_data(item, ci, problems) if "meta_data" in ci else {}
     if meta is None:
         return None
+    # The instance-id derives from the content; what holds a secret enters by its protected
+    # digest, since the instance-id is shown, recorded in libvirt's metadata and in the guest.
+    meta_given = json.dumps(meta, sort_keys=True, default=str).encode()
+    protected = {name: protected_digest(data) for name, data in contents.items() if name in secret}
     digest = hashlib.sha256()
     for name in ("user-data", "network-config"):
-        digest.update(name.encode() + b"\0" + contents.get(name, b"") + b"\0")
-    digest.update(json.dumps(meta, sort_keys=True, default=str).encode())
+        part = protected[name].encode() if name in protected else contents.get(name, b"")
+        digest.update(name.encode() + b"\0" + part + b"\0")
+    digest.update(protected_digest(meta_given).encode() if "meta-data" in secret else meta_given)
     instance_id = str(meta.get("instance-id") or f"{domain}-{digest.hexdigest()[:12]}")
     meta = {"instance-id": instance_id, "local-hostname": meta.get("local-hostname", domain),
             **{k: v for k, v in meta.items() if k not in ("instance-id", "local-hostname")}}
@@ -59,9 +66,10 @@ def compose_seed(item: Located, domain: str, ci: dict[str, Any], pool: str, volu
     if "user-data" not in contents:  # NoCloud wants the file, even empty
         contents["user-data"] = b"#cloud-config\n"
     files = tuple((name, contents[name]) for name in ("meta-data", "user-data", "network-config") if name in contents)
-    whole = hashlib.sha256(b"".join(n.encode() + b"\0" + d + b"\0" for n, d in files)).hexdigest()
-    return Seed(pool=pool, volume=volume, files=files, digest="sha256:" + whole, instance_id=instance_id,
-                meta_tail=tail)
+    if "meta-data" in secret:
+        protected["meta-data"] = protected_digest(contents["meta-data"])
+    return Seed(pool=pool, volume=volume, files=files, digest=seed_whole_digest(files, protected),
+                instance_id=instance_id, meta_tail=tail, protected=protected)
 
 
 def _content(item: Located, path: Path_, value: Any, header: str, problems: list[Diagnostic]) -> bytes | None:

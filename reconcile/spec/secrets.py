@@ -42,6 +42,17 @@ def reference(value: Any) -> Reference | None:
     return None
 
 
+def holds_reference(value: Any) -> bool:
+    """Whether `value` is, or holds somewhere inside it, a reference."""
+    if reference(value) is not None:
+        return True
+    if isinstance(value, dict):
+        return any(holds_reference(v) for v in value.values())
+    if isinstance(value, list):
+        return any(holds_reference(v) for v in value)
+    return False
+
+
 def resolve(item: Located, path: Path_, value: Any, resolving: bool, problems: list[Diagnostic]) -> Any:
     """`value` with every reference in it replaced by what it names (bytes for a whole
     file's reference, text inside a mapping), or by a placeholder when not `resolving`.
