@@ -12,7 +12,6 @@ run stops (a daemon some other tool started is not ours to end).
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -77,8 +76,7 @@ def restart() -> str | None:
     """Start libvirtd again as scripts/bootstrap does; None once it answers, else why not."""
     if shutil.which("libvirtd") is None:
         return "no libvirtd on this machine"
-    proc = subprocess.run([str(REPO / "scripts" / "bootstrap")], capture_output=True, text=True, timeout=600,
-                          env=dict(os.environ))
+    proc = subprocess.run([str(REPO / "scripts" / "bootstrap")], capture_output=True, text=True, timeout=600)
     if proc.returncode != 0:
         return f"scripts/bootstrap failed:\n{proc.stdout}{proc.stderr}"
     return answers()

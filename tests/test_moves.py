@@ -113,3 +113,33 @@ def test_a_domain_is_not_destroyed_for_a_move_to_a_host_that_cannot_be_read(tmp_
     assert [r for r in domain_results(doc) if r[2] == "a"] == []
     kept = next(n for n in doc["notes"] if n["name"] == "a")
     assert "kept here, since host gone, where its spec places it, could not be read" in kept["message"]
+
+
+def test_a_later_round_skips_what_needs_an_earlier_rounds_failure():
+    """The executor takes the results of an earlier round (`settled`): what depends on one
+    that failed is skipped, what depends on one that succeeded runs, and after a lost
+    connection nothing more is attempted."""
+    from reconcile.apply.executor import execute
+    from reconcile.model import Action, ActionKind, ActionResult, Plan, ResourceKind, Status
+    from reconcile.model.steps import CreateVolume
+
+    from .test_concurrency import Recording
+
+    def volume(name: str, *after: str) -> Action:
+        return Action(ActionKind.CREATE, ResourceKind.VOLUME, f"p/{name}", "", depends_on=after,
+                      payload=CreateVolume("p", name, 1, "raw"))
+
+    gone, done = volume("gone"), volume("done")
+    settled = {gone.id: ActionResult(gone, Status.FAILED, "no"), done.id: ActionResult(done, Status.APPLIED)}
+    needs_gone = volume("a", gone.id)
+    after_that, needs_done, free = volume("b", needs_gone.id), volume("c", done.id), volume("d")
+    plan = Plan("x", "test:///default", (needs_gone, after_that, needs_done, free))
+    got = {r.action.name: (r.status, r.message) for r in execute(plan, Recording(), settled=settled).results}
+    assert got == {"p/a": (Status.SKIPPED, f"because {gone.id} failed"),
+                   "p/b": (Status.SKIPPED, f"because {needs_gone.id} skipped"),
+                   "p/c": (Status.APPLIED, ""), "p/d": (Status.APPLIED, "")}
+    lost = {gone.id: ActionResult(gone, Status.FAILED, "lost", connection_lost=True)}
+    after_lost = execute(Plan("x", "test:///default", (free,)), Recording(), settled=lost)
+    assert [(r.status, r.message) for r in after_lost.results] == [
+        (Status.SKIPPED, "not attempted: the connection to the host was lost")]
+    assert after_lost.connection_lost

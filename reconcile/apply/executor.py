@@ -33,7 +33,7 @@ import concurrent.futures as cf
 import heapq
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from ..errors import ConnectionLost, HostError, ReconcileError
 from ..model import Action, ActionResult, ApplyResult, Plan, ResourceKind, Status
@@ -89,14 +89,19 @@ class _Locks:
 
 def execute(plan: Plan, host: Host, parallel: int = DEFAULT_PARALLEL, force: bool = False,
             on_result: Callable[[ActionResult], None] | None = None,
-            on_start: Callable[[Action, float], None] | None = None) -> ApplyResult:
+            on_start: Callable[[Action, float], None] | None = None,
+            settled: Mapping[str, ActionResult] | None = None) -> ApplyResult:
     """Run every action of `plan`.
 
     `on_start(action, time)` and `on_result(result)` are called from the scheduling thread
-    as actions start and end (for progress); they must not block for long.
+    as actions start and end (for progress); they must not block for long. `settled`: the
+    results of actions an earlier run ended (a round before, on many hosts), which actions
+    of `plan` may depend on: what depends on one that failed or was skipped is skipped, and
+    after a lost connection nothing is attempted, as if they had ended in this run.
     """
     started = time.monotonic()
     run = _Run(plan, on_result)
+    run.settle(settled or {})
     workers = max(1, parallel)
     with cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="reconcile") as pool:
         running: dict[cf.Future[ActionResult], Action] = {}
@@ -137,6 +142,19 @@ class _Run:
         self.locks = _Locks()
         self.lost = ""  # why nothing new starts: the connection was lost
         self.on_result = on_result
+
+    def settle(self, settled: Mapping[str, ActionResult]) -> None:
+        """Take in what an earlier run ended (see `execute`)."""
+        if any(r.connection_lost for r in settled.values()):
+            self.lost = "the connection to the host was lost"
+        now = time.time()
+        for aid in sorted(self.by_id, key=self.order.__getitem__):
+            action = self.by_id[aid]
+            cause = next((settled[d] for d in action.depends_on if d in settled
+                          and settled[d].status in (Status.FAILED, Status.SKIPPED)), None)
+            if cause is not None and aid not in self.results:
+                self.finish(ActionResult(action, Status.SKIPPED, f"because {cause.action.id} {cause.status.value}",
+                                         now, now))
 
     def startable(self, room: int) -> list[Action]:
         """Up to `room` ready actions whose keys are free, their keys taken; the rest stay ready."""

@@ -284,43 +284,21 @@ class _HostRun:
             self.waiting.finished(result)
 
     def run(self, plan: Plan, skip: dict[str, str] | None = None) -> None:
-        """Execute `plan`: its actions that depend on one of an earlier round that did not
-        succeed are skipped, as are the domains of `skip` (name -> why) and what needs them."""
-        skipped = self._skipped(plan, skip or {})
-        for result in skipped:
-            self.results[result.action.id] = result
-            self.finished(result)
+        """Execute `plan`, after the rounds before it (their results settled, see `execute`).
+        The domains of `skip` (name -> why) are not attempted, nor what needs them."""
+        now = time.time()
+        for a in plan.actions:
+            if a.resource is ResourceKind.DOMAIN and a.name in (skip or {}):
+                self.results[a.id] = r = ActionResult(a, Status.SKIPPED, f"not attempted: {skip[a.name]}", now, now)
+                self.finished(r)
         plan = dataclasses.replace(plan, actions=tuple(a for a in plan.actions if a.id not in self.results))
         if not plan.actions:
             return
-        if self.lost:
-            now = time.time()
-            for a in plan.actions:
-                self.results[a.id] = r = ActionResult(a, Status.SKIPPED, "not attempted: the connection to the "
-                                                      "host was lost", now, now)
-                self.finished(r)
-            return
         result = execute(plan, self.t.host, parallel=self.args.parallel, force=getattr(self.args, "force", False),
-                         on_result=self.finished, on_start=self.progress.started)
+                         on_result=self.finished, on_start=self.progress.started, settled=self.results)
         self.lost |= result.connection_lost
         for r in result.results:
             self.results[r.action.id] = r
-
-    def _skipped(self, plan: Plan, skip: dict[str, str]) -> list[ActionResult]:
-        out: list[ActionResult] = []
-        said: dict[str, str] = {}  # action id -> why it is skipped, in the executor's words
-        for a in plan.actions:  # in order: what an action depends on comes before it
-            if a.resource is ResourceKind.DOMAIN and a.name in skip:
-                said[a.id] = f"not attempted: {skip[a.name]}"
-            else:
-                dep = next((d for d in a.depends_on if d in said or (
-                    d in self.results and self.results[d].status not in (Status.APPLIED, Status.UNCHANGED))), None)
-                if dep is None:
-                    continue
-                said[a.id] = f"because {dep} {'skipped' if dep in said else self.results[dep].status.value}"
-            now = time.time()
-            out.append(ActionResult(a, Status.SKIPPED, said[a.id], now, now))
-        return out
 
     def end(self) -> None:
         self.progress.__exit__(None, None, None)

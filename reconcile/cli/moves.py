@@ -21,13 +21,18 @@ def _owned(t: Target, project: str) -> list[str]:
             if dom.ownership is not None and dom.ownership.project == project]
 
 
+def _placed(desired: Desired) -> dict[str, str]:
+    """Where the specs place each domain that is to exist: its host's label."""
+    return {d.name: d.host or render.DEFAULT_HOST for d in desired.domains if d.state is not State.ABSENT}
+
+
 def find_moves(targets: list[Target], desired: Desired, bystanders: list[Target] = ()) -> None:
     """The domains of the project on another host than their spec names. The host they
     leave learns where they go (`moving_out`), or, when this run does not change that host,
     that they stay for now (`held`); the host they go to learns where they are (`elsewhere`),
     or that they sit on a host this run only read (`stuck`): a domain is never created
     before it is gone from where it was, so it never runs twice."""
-    placed = {d.name: d.host or render.DEFAULT_HOST for d in desired.domains if d.state is not State.ABSENT}
+    placed = _placed(desired)
     changed = {t.label: t for t in targets}
     where: dict[str, Target] = {}
     for t in [*targets, *bystanders]:
@@ -85,7 +90,7 @@ def look_around(targets: list[Target], desired: Desired, args: argparse.Namespac
         o.observed = observe_for(args, o.desired, o.host)
 
     each(others, read)
-    placed = {d.name: d.host for d in desired.domains if d.state is not State.ABSENT}
+    placed = _placed(desired)
     bystanders = []
     for o in others:
         if o.error:
@@ -94,7 +99,7 @@ def look_around(targets: list[Target], desired: Desired, args: argparse.Namespac
                              "one moved from it would be created anew without being removed there")
             o.host.close()
             continue
-        leaving = [n for n in _owned(o, desired.project) if n in placed and placed[n] != o.name]
+        leaving = [n for n in _owned(o, desired.project) if n in placed and placed[n] != o.label]
         if leaving and not picked:
             targets.append(o)
         else:

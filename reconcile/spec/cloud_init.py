@@ -31,7 +31,8 @@ def compose_seed(item: Located, domain: str, ci: dict[str, Any], pool: str, volu
     """The seed of `domain`, or None (with the problems said) when a file or a secret
     cannot be had. Without `resolve_secrets` (validate), secrets are placeholders."""
     before = len(problems)
-    secret = {FILE_OF[k] for k, v in ci.items() if k in FILE_OF and secrets.holds_reference(v)}
+    # (validate resolves nothing: its placeholders need no slow hash)
+    secret = {FILE_OF[k] for k, v in ci.items() if resolve_secrets and k in FILE_OF and secrets.holds_reference(v)}
     ci = {k: (secrets.resolve(item, ("cloud_init", k), v, resolve_secrets, problems) if k != "pool" else v)
           for k, v in ci.items()}
     if len(problems) > before:
