@@ -6,6 +6,7 @@ And the ssh failures users meet, provoked for real, each say what to do."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -177,7 +178,8 @@ def test_a_daemon_that_does_not_run_is_called_so(remote_hosts, tmp_path):
         # This user exists for the tests only: every process it runs is the test's to end.
         pids = subprocess.run(["pgrep", "-u", user], capture_output=True, text=True).stdout.split()
         for pid in pids:
-            os.kill(int(pid), 15)
+            with contextlib.suppress(ProcessLookupError):  # ended since pgrep listed it
+                os.kill(int(pid), 15)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and subprocess.run(["pgrep", "-u", user], capture_output=True).returncode == 0:
             time.sleep(0.2)
@@ -209,7 +211,8 @@ def test_a_host_lost_mid_run_fails_alone(lab, remote_hosts):
             if line.startswith("[s2] + create domain"):
                 # This user exists for the tests only: every process it runs is the test's to end.
                 for pid in subprocess.run(["pgrep", "-u", user], capture_output=True, text=True).stdout.split():
-                    os.kill(int(pid), 9)
+                    with contextlib.suppress(ProcessLookupError):  # ended since pgrep listed it
+                        os.kill(int(pid), 9)
                 break
         out = "".join(lines) + proc.stdout.read()
         err = proc.stderr.read()
